@@ -1,0 +1,84 @@
+//! Admin HTTP server: `/healthz` (alive), `/readyz` (can serve), `/metrics` (Prometheus).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+/// Whether tenant-authz can serve: its backend is reachable and it is not shutting down.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    backend_ready: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_backend_ready(&self) {
+        self.backend_ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            Err("shutting down")
+        } else if !self.backend_ready.load(Ordering::SeqCst) {
+            Err("the Kubernetes API has not been reached yet")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    readiness: Arc<Readiness>,
+    registry: Arc<Registry>,
+}
+
+pub fn router(readiness: Arc<Readiness>, registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(AdminState {
+            readiness,
+            registry,
+        })
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    match state.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    match crate::metrics::encode(&state.registry) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "cannot encode metrics\n".to_string(),
+        ),
+    }
+}

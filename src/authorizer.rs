@@ -1,0 +1,306 @@
+//! The decision engine: token -> identity (cached) -> one SAR per tenant (cached) -> Decision.
+//! Knows no proto and no kube types; the outside world is a [`Reviewer`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use tokio::sync::Semaphore;
+
+use crate::cache::{DecisionKey, Outcome, Source, Tier, Timed};
+use crate::config::CacheConfig;
+use crate::metrics::{CacheName, CacheResult, Metrics};
+use crate::model::{
+    Action, BearerToken, Decision, DenyReason, Identity, Tenant, Tenants, TokenHash,
+};
+use crate::review::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
+
+/// Settings of the engine, taken from the config.
+#[derive(Clone, Debug)]
+pub struct AuthorizerSettings {
+    pub cache: CacheConfig,
+    pub decision_timeout: Duration,
+    pub max_concurrent_reviews: usize,
+}
+
+/// Decides Checks. Cheap to share behind an `Arc`.
+pub struct Authorizer<R> {
+    reviewer: R,
+    identities: Tier<TokenHash, Arc<Identity>, Arc<DenyReason>>,
+    decisions: Tier<DecisionKey, Arc<Identity>, Arc<DenyReason>>,
+    permits: Semaphore,
+    settings: AuthorizerSettings,
+    metrics: Arc<Metrics>,
+}
+
+impl<R: Reviewer> Authorizer<R> {
+    pub fn new(reviewer: R, settings: AuthorizerSettings, metrics: Arc<Metrics>) -> Self {
+        let c = &settings.cache;
+        Self {
+            reviewer,
+            identities: Tier::new("identities", c.max_entries, c.max_negative_entries),
+            decisions: Tier::new("decisions", c.max_entries, c.max_negative_entries),
+            permits: Semaphore::new(settings.max_concurrent_reviews),
+            settings,
+            metrics,
+        }
+    }
+
+    pub fn reviewer(&self) -> &R {
+        &self.reviewer
+    }
+
+    /// Decides whether `token` may do `action` on every tenant, within the decision deadline.
+    /// Never fails: an outage is a `Deny` with `Unavailable` (HTTP 503).
+    pub async fn check(&self, token: &BearerToken, tenants: Tenants, action: Action) -> Decision {
+        let deadline = self.settings.decision_timeout;
+        match tokio::time::timeout(deadline, self.decide(token, tenants, action)).await {
+            Ok(decision) => decision,
+            Err(_) => Decision::deny(DenyReason::Unavailable(format!(
+                "the Kubernetes API did not answer within the decision deadline of {}",
+                humantime::format_duration(deadline)
+            ))),
+        }
+    }
+
+    async fn decide(&self, token: &BearerToken, tenants: Tenants, action: Action) -> Decision {
+        let hash = token.hash();
+        let (identity, id_source) = match self.identity(token, hash).await {
+            Ok(found) => found,
+            Err(deny) => return deny,
+        };
+        let mut all_cached = id_source.is_cached();
+        let answers = futures::future::join_all(
+            tenants
+                .iter()
+                .map(|tenant| self.authorize(&identity, hash, tenant, action)),
+        )
+        .await;
+        let mut unavailable = None;
+        for answer in answers {
+            match answer {
+                Ok(source) => all_cached &= source.is_cached(),
+                Err((reason, source)) if !matches!(*reason, DenyReason::Unavailable(_)) => {
+                    // A definite denial of one tenant wins over an outage on another.
+                    return Decision::Deny {
+                        reason: Arc::unwrap_or_clone(reason),
+                        cached: source.is_cached(),
+                    };
+                }
+                Err((reason, _)) => unavailable = unavailable.or(Some(reason)),
+            }
+        }
+        if let Some(reason) = unavailable {
+            return Decision::deny(Arc::unwrap_or_clone(reason));
+        }
+        Decision::Allow {
+            identity,
+            tenants,
+            action,
+            cached: all_cached,
+        }
+    }
+
+    /// Authenticates `token`: identity cache, negative cache, then one coalesced TokenReview.
+    async fn identity(
+        &self,
+        token: &BearerToken,
+        hash: TokenHash,
+    ) -> Result<(Arc<Identity>, Source), Decision> {
+        let cache = &self.settings.cache;
+        let (outcome, source) = self
+            .identities
+            .get_or_load(&hash, async {
+                let answer = self
+                    .review(ReviewKind::TokenReview, self.reviewer.authenticate(token))
+                    .await?;
+                Ok(match answer {
+                    Authentication::Authenticated { identity, .. } => Ok(Timed {
+                        value: Arc::new(identity),
+                        ttl: identity_ttl(cache.identity_ttl, token, SystemTime::now()),
+                    }),
+                    Authentication::Unauthenticated { detail } => Err(Timed {
+                        value: Arc::new(DenyReason::Unauthenticated {
+                            detail: detail.filter(|d| !token.is_quoted_in(d)),
+                        }),
+                        ttl: cache.unauthenticated_ttl,
+                    }),
+                })
+            })
+            .await;
+        self.record_lookup(CacheName::Identity, &outcome, source);
+        match outcome {
+            Outcome::Positive(identity) => Ok((identity, source)),
+            Outcome::Negative(reason) => Err(Decision::Deny {
+                reason: Arc::unwrap_or_clone(reason),
+                cached: source.is_cached(),
+            }),
+            Outcome::Failed(e) => Err(Decision::deny(unavailable(&e))),
+        }
+    }
+
+    /// Authorizes one tenant: decision cache, negative cache, then one coalesced SAR.
+    async fn authorize(
+        &self,
+        identity: &Arc<Identity>,
+        hash: TokenHash,
+        tenant: &Tenant,
+        action: Action,
+    ) -> Result<Source, (Arc<DenyReason>, Source)> {
+        let key = DecisionKey {
+            token: hash,
+            tenant: tenant.clone(),
+            action,
+        };
+        let cache = &self.settings.cache;
+        let (outcome, source) = self
+            .decisions
+            .get_or_load(&key, async {
+                let answer = self
+                    .review(
+                        ReviewKind::SubjectAccessReview,
+                        self.reviewer.authorize(identity, tenant, action),
+                    )
+                    .await?;
+                Ok(match answer {
+                    Authorization::Allowed => Ok(Timed {
+                        value: identity.clone(),
+                        ttl: cache.allowed_ttl,
+                    }),
+                    Authorization::Denied { detail } => {
+                        let (verb, resource) = self.reviewer.describe(action);
+                        Err(Timed {
+                            value: Arc::new(DenyReason::Forbidden {
+                                user: identity.username.clone(),
+                                tenant: tenant.clone(),
+                                action,
+                                verb,
+                                resource,
+                                detail,
+                            }),
+                            ttl: cache.denied_ttl,
+                        })
+                    }
+                })
+            })
+            .await;
+        self.record_lookup(CacheName::Decision, &outcome, source);
+        match outcome {
+            Outcome::Positive(_) => Ok(source),
+            Outcome::Negative(reason) => Err((reason, source)),
+            Outcome::Failed(e) => Err((Arc::new(unavailable(&e)), source)),
+        }
+    }
+
+    /// Runs one review under the concurrency limit, with metrics.
+    async fn review<T>(
+        &self,
+        kind: ReviewKind,
+        call: impl std::future::Future<Output = Result<T, ReviewError>>,
+    ) -> Result<T, ReviewError> {
+        // The semaphore is never closed, so acquire cannot fail; map it anyway rather than panic.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ReviewError::Transport {
+                kind,
+                message: "shutting down".into(),
+            })?;
+        let timer = self.metrics.review_started(kind);
+        let result = call.await;
+        timer.finish(match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        });
+        result
+    }
+
+    fn record_lookup<P, N>(&self, cache: CacheName, outcome: &Outcome<P, N>, source: Source) {
+        let result = match (source, outcome) {
+            (Source::Hit, Outcome::Negative(_)) => CacheResult::NegativeHit,
+            (Source::Hit, _) => CacheResult::Hit,
+            (Source::Loaded, _) => CacheResult::Miss,
+            (Source::Coalesced, _) => CacheResult::Coalesced,
+        };
+        self.metrics.cache_lookup(cache, result);
+    }
+
+    /// Drops every cached decision about `tenant` (for RBAC-watch invalidation).
+    pub fn invalidate_tenant(&self, tenant: &Tenant) {
+        let tenant = tenant.clone();
+        self.decisions.invalidate_if(move |k| k.tenant == tenant);
+    }
+
+    /// Drops every cached allow of `username` and its identities.
+    pub fn invalidate_user(&self, username: &str) {
+        let user: Arc<str> = username.into();
+        let u = user.clone();
+        self.decisions
+            .invalidate_positive_where(move |id| id.username == *u);
+        self.identities
+            .invalidate_positive_where(move |id| id.username == *user);
+    }
+
+    /// Approximate cache sizes, for the scrape-time collector.
+    pub fn cache_sizes(&self) -> Vec<(&'static str, u64)> {
+        let (ids, unauth) = self.identities.sizes();
+        let (allowed, denied) = self.decisions.sizes();
+        vec![
+            ("identities", ids),
+            ("unauthenticated", unauth),
+            ("allowed", allowed),
+            ("denied", denied),
+        ]
+    }
+
+    /// Applies pending cache maintenance (tests).
+    pub async fn sync_caches(&self) {
+        self.identities.sync().await;
+        self.decisions.sync().await;
+    }
+}
+
+fn unavailable(e: &ReviewError) -> DenyReason {
+    DenyReason::Unavailable(e.to_string())
+}
+
+/// TTL of a cached identity: the configured TTL, shortened (never lengthened) to the token's
+/// `exp` claim when the token is a JWT. The claim is read without verifying the signature:
+/// the TokenReview already vouched for the token, and the claim can only shorten the TTL.
+pub fn identity_ttl(configured: Duration, token: &BearerToken, now: SystemTime) -> Duration {
+    match jwt_expiry(token.expose_secret()) {
+        Some(exp) => {
+            let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            configured.min(Duration::from_secs(exp.saturating_sub(now)))
+        }
+        None => configured,
+    }
+}
+
+/// The `exp` claim (seconds since the epoch) of a JWT, if the token is one.
+fn jwt_expiry(token: &str) -> Option<u64> {
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 8 * 1024 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        exp: Option<serde_json::Value>,
+    }
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    match claims.exp? {
+        serde_json::Value::Number(n) => {
+            n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[path = "authorizer_tests.rs"]
+mod tests;

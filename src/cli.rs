@@ -1,0 +1,240 @@
+//! Command line: every scalar setting as a flag and a `TENANT_AUTHZ_*` variable, each
+//! overriding the config file. Precedence: flag > environment > file > default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{Config, LogFormat};
+use crate::error::Error;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Envoy ext_authz server for multi-tenant Grafana Tempo: Kubernetes TokenReview +
+/// SubjectAccessReview per tenant, with a decision cache.
+///
+/// Without --config it serves with the defaults below and the Kubernetes API from KUBECONFIG
+/// (or ~/.kube/config, or the in-cluster service account).
+#[derive(Debug, Parser)]
+#[command(name = "tenant-authz", version, max_term_width = 100)]
+pub struct Cli {
+    /// YAML config file; flags and TENANT_AUTHZ_* variables override its fields.
+    #[arg(long, env = "TENANT_AUTHZ_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// ext_authz gRPC listen address [default: 0.0.0.0:9001]
+    #[arg(long, env = "TENANT_AUTHZ_GRPC_ADDR", value_name = "ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+
+    /// Admin HTTP listen address (/healthz, /readyz, /metrics) [default: 0.0.0.0:9090]
+    #[arg(long, env = "TENANT_AUTHZ_ADMIN_ADDR", value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// Log format [default: text]
+    #[arg(long, env = "TENANT_AUTHZ_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Header carrying the tenant(s), `a` or `a|b` [default: x-scope-orgid]
+    #[arg(long, env = "TENANT_AUTHZ_TENANT_HEADER", value_name = "NAME")]
+    pub tenant_header: Option<String>,
+
+    /// Longest bearer token accepted, in bytes [default: 16384]
+    #[arg(long, env = "TENANT_AUTHZ_MAX_TOKEN_BYTES", value_name = "BYTES")]
+    pub max_token_bytes: Option<usize>,
+
+    /// Deadline of one decision; keep it below Envoy's ext_authz timeout [default: 1s 500ms]
+    #[arg(long, env = "TENANT_AUTHZ_DECISION_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub decision_timeout: Option<Duration>,
+
+    /// After SIGTERM, keep serving this long while /readyz says 503 [default: 0s]
+    #[arg(long, env = "TENANT_AUTHZ_SHUTDOWN_DELAY", value_name = "DURATION", value_parser = duration)]
+    pub shutdown_delay: Option<Duration>,
+
+    /// Then wait at most this long for in-flight checks [default: 10s]
+    #[arg(long, env = "TENANT_AUTHZ_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = duration)]
+    pub shutdown_grace: Option<Duration>,
+
+    /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, then in-cluster]
+    #[arg(long, env = "TENANT_AUTHZ_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// TokenReview audiences, comma-separated [default: none, the API server's]
+    #[arg(
+        long,
+        env = "TENANT_AUTHZ_AUDIENCES",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub audiences: Option<Vec<String>>,
+
+    /// Most reviews in flight to the Kubernetes API at once [default: 32]
+    #[arg(long, env = "TENANT_AUTHZ_MAX_CONCURRENT_REVIEWS", value_name = "N")]
+    pub max_concurrent_reviews: Option<usize>,
+
+    /// SubjectAccessReview API group [default: tempo.grafana.com]
+    #[arg(long, env = "TENANT_AUTHZ_SAR_GROUP", value_name = "GROUP")]
+    pub sar_group: Option<String>,
+
+    /// SubjectAccessReview resource [default: traces]
+    #[arg(long, env = "TENANT_AUTHZ_SAR_RESOURCE", value_name = "RESOURCE")]
+    pub sar_resource: Option<String>,
+
+    /// Bound of each positive cache (identities; allowed decisions) [default: 100000]
+    #[arg(long, env = "TENANT_AUTHZ_CACHE_MAX_ENTRIES", value_name = "N")]
+    pub cache_max_entries: Option<u64>,
+
+    /// Bound of each negative cache (rejected tokens; denials) [default: 10000]
+    #[arg(
+        long,
+        env = "TENANT_AUTHZ_CACHE_MAX_NEGATIVE_ENTRIES",
+        value_name = "N"
+    )]
+    pub cache_max_negative_entries: Option<u64>,
+
+    /// How long an allowed decision is reused [default: 1m]
+    #[arg(long, env = "TENANT_AUTHZ_CACHE_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
+    pub cache_allowed_ttl: Option<Duration>,
+
+    /// How long a denied decision is reused [default: 10s]
+    #[arg(long, env = "TENANT_AUTHZ_CACHE_DENIED_TTL", value_name = "DURATION", value_parser = duration)]
+    pub cache_denied_ttl: Option<Duration>,
+
+    /// How long a rejected token is remembered [default: 10s]
+    #[arg(long, env = "TENANT_AUTHZ_CACHE_UNAUTHENTICATED_TTL", value_name = "DURATION", value_parser = duration)]
+    pub cache_unauthenticated_ttl: Option<Duration>,
+
+    /// How long an identity is reused, capped by the token's exp [default: 2m]
+    #[arg(long, env = "TENANT_AUTHZ_CACHE_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
+    pub cache_identity_ttl: Option<Duration>,
+}
+
+impl Cli {
+    /// The effective configuration: file (or defaults), then these overrides, validated.
+    pub fn load(&self) -> Result<Config, Error> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($flag:ident => $($field:ident).+),* $(,)?) => {
+                $( if let Some(v) = &self.$flag { c.$($field).+ = v.clone(); } )*
+            };
+        }
+        set!(
+            grpc_addr => grpc_addr,
+            admin_addr => admin_addr,
+            log_format => log_format,
+            tenant_header => tenant_header,
+            max_token_bytes => max_token_bytes,
+            decision_timeout => decision_timeout,
+            shutdown_delay => shutdown.delay,
+            shutdown_grace => shutdown.grace,
+            audiences => kubernetes.audiences,
+            max_concurrent_reviews => kubernetes.max_concurrent_reviews,
+            sar_group => authorization.group,
+            sar_resource => authorization.resource,
+            cache_max_entries => cache.max_entries,
+            cache_max_negative_entries => cache.max_negative_entries,
+            cache_allowed_ttl => cache.allowed_ttl,
+            cache_denied_ttl => cache.denied_ttl,
+            cache_unauthenticated_ttl => cache.unauthenticated_ttl,
+            cache_identity_ttl => cache.identity_ttl,
+        );
+        if let Some(k) = &self.kubeconfig {
+            c.kubernetes.kubeconfig = Some(k.clone());
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_states_the_real_defaults() {
+        let help = Cli::command().render_long_help().to_string();
+        let d = Config::default();
+        for expected in [
+            format!("[default: {}]", d.grpc_addr),
+            format!("[default: {}]", d.admin_addr),
+            format!("[default: {}]", d.tenant_header),
+            format!("[default: {}]", d.max_token_bytes),
+            format!(
+                "[default: {}]",
+                humantime::format_duration(d.decision_timeout)
+            ),
+            format!(
+                "[default: {}]",
+                humantime::format_duration(d.shutdown.grace)
+            ),
+            format!("[default: {}]", d.kubernetes.max_concurrent_reviews),
+            format!("[default: {}]", d.authorization.group),
+            format!("[default: {}]", d.authorization.resource),
+            format!("[default: {}]", d.cache.max_entries),
+            format!("[default: {}]", d.cache.max_negative_entries),
+            format!(
+                "[default: {}]",
+                humantime::format_duration(d.cache.allowed_ttl)
+            ),
+            format!(
+                "[default: {}]",
+                humantime::format_duration(d.cache.denied_ttl)
+            ),
+            format!(
+                "[default: {}]",
+                humantime::format_duration(d.cache.identity_ttl)
+            ),
+        ] {
+            assert!(help.contains(&expected), "--help lacks {expected}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("ta-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.yaml");
+        std::fs::write(
+            &file,
+            "tenant_header: x-tenant\ncache:\n  allowed_ttl: 5m\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "tenant-authz",
+            "--config",
+            file.to_str().unwrap(),
+            "--cache-allowed-ttl",
+            "30s",
+            "--grpc-addr",
+            "127.0.0.1:1",
+        ])
+        .unwrap();
+        let c = cli.load().unwrap();
+        assert_eq!(c.tenant_header, "x-tenant");
+        assert_eq!(c.cache.allowed_ttl, Duration::from_secs(30));
+        assert_eq!(c.grpc_addr, "127.0.0.1:1".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_file_names_the_field() {
+        let dir = std::env::temp_dir().join(format!("ta-cli-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.yaml");
+        std::fs::write(&file, "cache:\n  denied_ttl: -3\n").unwrap();
+        let cli =
+            Cli::try_parse_from(["tenant-authz", "--config", file.to_str().unwrap()]).unwrap();
+        let err = cli.load().unwrap_err().to_string();
+        assert!(err.contains("cache.denied_ttl"), "{err}");
+    }
+}

@@ -1,0 +1,540 @@
+//! The configuration model: one struct with defaults, loaded from YAML, overridden by flags and
+//! `TENANT_AUTHZ_*` environment variables (see `cli.rs`), checked by `validate()` with errors
+//! that name the field.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::model::Action;
+
+/// Everything tenant-authz can be told. Every field has a default, so no file is needed.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the ext_authz gRPC server (Envoy's `Authorization/Check` and gRPC health).
+    pub grpc_addr: SocketAddr,
+    /// Address of the admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_addr: SocketAddr,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Where identities and grants come from.
+    pub backend: Backend,
+    /// Request header naming the tenant(s); Tempo's is `x-scope-orgid`.
+    pub tenant_header: String,
+    /// Bearer tokens longer than this are refused (401) without an API call.
+    pub max_token_bytes: usize,
+    /// Deadline of one decision, below Envoy's ext_authz timeout (2 s in our Envoy configs).
+    #[serde(with = "humantime_serde")]
+    pub decision_timeout: Duration,
+    pub shutdown: ShutdownConfig,
+    pub kubernetes: KubernetesConfig,
+    pub authorization: SarConfig,
+    pub cache: CacheConfig,
+    pub actions: ActionConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9001)),
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            log_format: LogFormat::Text,
+            backend: Backend::Kubernetes,
+            tenant_header: "x-scope-orgid".into(),
+            max_token_bytes: 16 * 1024,
+            decision_timeout: Duration::from_millis(1500),
+            shutdown: ShutdownConfig::default(),
+            kubernetes: KubernetesConfig::default(),
+            authorization: SarConfig::default(),
+            cache: CacheConfig::default(),
+            actions: ActionConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// TokenReview + SubjectAccessReview against the Kubernetes API (`KUBECONFIG` or in-cluster).
+    Kubernetes,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, keep serving this long with `/readyz` at 503 so load balancers and
+    /// Kubernetes endpoints stop sending new requests first.
+    #[serde(with = "humantime_serde")]
+    pub delay: Duration,
+    /// Then stop accepting and wait at most this long for in-flight checks.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Kubeconfig file; unset means `$KUBECONFIG`, `~/.kube/config`, then in-cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Audiences sent in each TokenReview (`spec.audiences`); empty means the API server's.
+    pub audiences: Vec<String>,
+    /// At most this many TokenReviews and SubjectAccessReviews in flight at once.
+    pub max_concurrent_reviews: usize,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            audiences: Vec::new(),
+            max_concurrent_reviews: 32,
+        }
+    }
+}
+
+/// How a (tenant, action) becomes a SubjectAccessReview.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SarConfig {
+    /// API group of the SAR's resourceAttributes.
+    pub group: String,
+    /// Resource of the SAR's resourceAttributes.
+    pub resource: String,
+    /// SAR verb per action.
+    pub verbs: Verbs,
+}
+
+impl Default for SarConfig {
+    fn default() -> Self {
+        Self {
+            group: "tempo.grafana.com".into(),
+            resource: "traces".into(),
+            verbs: Verbs::default(),
+        }
+    }
+}
+
+impl SarConfig {
+    pub fn verb(&self, action: Action) -> &str {
+        match action {
+            Action::Read => &self.verbs.read,
+            Action::Write => &self.verbs.write,
+            Action::Manage => &self.verbs.manage,
+        }
+    }
+
+    /// `traces.tempo.grafana.com`, as RBAC docs spell a resource.
+    pub fn resource_display(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verbs {
+    pub read: String,
+    pub write: String,
+    pub manage: String,
+}
+
+impl Default for Verbs {
+    fn default() -> Self {
+        Self {
+            read: "get".into(),
+            write: "create".into(),
+            manage: "update".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bound of each positive cache (identities; allowed decisions). LRU eviction.
+    pub max_entries: u64,
+    /// Bound of each negative cache (unknown tokens; denied decisions), kept apart so a flood of
+    /// garbage tokens cannot evict the allows of real tenants.
+    pub max_negative_entries: u64,
+    /// How long an allowed decision is reused.
+    #[serde(with = "humantime_serde")]
+    pub allowed_ttl: Duration,
+    /// How long a denied decision (SAR said no) is reused.
+    #[serde(with = "humantime_serde")]
+    pub denied_ttl: Duration,
+    /// How long a token the TokenReview rejected is remembered.
+    #[serde(with = "humantime_serde")]
+    pub unauthenticated_ttl: Duration,
+    /// How long an identity (TokenReview result) is reused; capped by the JWT's `exp`.
+    #[serde(with = "humantime_serde")]
+    pub identity_ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            max_negative_entries: 10_000,
+            allowed_ttl: Duration::from_secs(60),
+            denied_ttl: Duration::from_secs(10),
+            unauthenticated_ttl: Duration::from_secs(10),
+            identity_ttl: Duration::from_secs(120),
+        }
+    }
+}
+
+/// How the action of a request is found when the Envoy route sets no `action`
+/// context extension (an Istio CUSTOM provider sends none). First matching rule wins.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionConfig {
+    pub rules: Vec<ActionRule>,
+    /// Action of a request that no rule matches.
+    pub default: Action,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRule {
+    /// HTTP methods (upper case); empty or absent matches any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Exact path (after normalisation, without query string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Path prefix at a segment boundary: `/api/overrides` matches `/api/overrides` and
+    /// `/api/overrides/x`, not `/api/overridesx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    pub action: Action,
+}
+
+impl ActionRule {
+    fn new(methods: &[&str], path: Option<&str>, prefix: Option<&str>, action: Action) -> Self {
+        Self {
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            path: path.map(str::to_string),
+            path_prefix: prefix.map(str::to_string),
+            action,
+        }
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
+            return false;
+        }
+        if let Some(p) = &self.path {
+            if path != p {
+                return false;
+            }
+        }
+        if let Some(prefix) = &self.path_prefix {
+            let prefix = prefix.trim_end_matches('/');
+            match path.strip_prefix(prefix) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+impl Default for ActionConfig {
+    fn default() -> Self {
+        use Action::*;
+        Self {
+            rules: vec![
+                // OTLP/HTTP.
+                ActionRule::new(&["POST"], Some("/v1/traces"), None, Write),
+                // OTLP/gRPC (gRPC calls are POSTs to /<service>/<method>).
+                ActionRule::new(
+                    &[],
+                    None,
+                    Some("/opentelemetry.proto.collector.trace.v1.TraceService"),
+                    Write,
+                ),
+                // Jaeger Thrift over HTTP.
+                ActionRule::new(&["POST"], Some("/api/traces"), None, Write),
+                // Zipkin.
+                ActionRule::new(&["POST"], Some("/api/v2/spans"), None, Write),
+                // Tempo's user-configurable overrides: changing them is managing the tenant.
+                ActionRule::new(
+                    &["POST", "PUT", "PATCH", "DELETE"],
+                    None,
+                    Some("/api/overrides"),
+                    Manage,
+                ),
+            ],
+            default: Read,
+        }
+    }
+}
+
+impl ActionConfig {
+    /// The action of a request by method and normalised path (no query string).
+    pub fn infer(&self, method: &str, path: &str) -> Action {
+        self.rules
+            .iter()
+            .find(|r| r.matches(method, path))
+            .map_or(self.default, |r| r.action)
+    }
+}
+
+impl Config {
+    /// Reads a YAML file; unknown fields and bad values are errors naming the field.
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            Error::ConfigParse { field, message, .. } => Error::ConfigParse {
+                path: path.to_path_buf(),
+                field,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Self, Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            Error::ConfigParse {
+                path: Default::default(),
+                field: if field == "." {
+                    "(top level)".into()
+                } else {
+                    field
+                },
+                message: e.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// Checks what serde cannot: ranges, header names, non-empty strings.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |field: &str, reason: String| {
+            Err(Error::ConfigInvalid {
+                field: field.to_string(),
+                reason,
+            })
+        };
+        if !is_header_name(&self.tenant_header) {
+            return invalid(
+                "tenant_header",
+                format!(
+                    "{:?} is not a lowercase HTTP header name",
+                    self.tenant_header
+                ),
+            );
+        }
+        if matches!(
+            self.tenant_header.as_str(),
+            "authorization" | "host" | "content-type" | "content-length" | "te"
+        ) {
+            return invalid(
+                "tenant_header",
+                format!("{:?} cannot carry the tenant", self.tenant_header),
+            );
+        }
+        if !(64..=1024 * 1024).contains(&self.max_token_bytes) {
+            return invalid(
+                "max_token_bytes",
+                format!("{} is outside 64..=1048576", self.max_token_bytes),
+            );
+        }
+        if self.decision_timeout.is_zero() || self.decision_timeout > Duration::from_secs(60) {
+            return invalid(
+                "decision_timeout",
+                "must be above 0 and at most 60s (keep it below Envoy's ext_authz timeout)".into(),
+            );
+        }
+        if self.shutdown.grace > Duration::from_secs(3600) {
+            return invalid("shutdown.grace", "must be at most 1h".into());
+        }
+        if self.kubernetes.max_concurrent_reviews == 0 {
+            return invalid(
+                "kubernetes.max_concurrent_reviews",
+                "must be at least 1".into(),
+            );
+        }
+        for (i, a) in self.kubernetes.audiences.iter().enumerate() {
+            if a.trim().is_empty() {
+                return invalid(&format!("kubernetes.audiences[{i}]"), "is empty".into());
+            }
+        }
+        let sar = &self.authorization;
+        for (field, value) in [
+            ("authorization.resource", &sar.resource),
+            ("authorization.verbs.read", &sar.verbs.read),
+            ("authorization.verbs.write", &sar.verbs.write),
+            ("authorization.verbs.manage", &sar.verbs.manage),
+        ] {
+            if value.is_empty() || value.chars().any(|c| c.is_whitespace()) {
+                return invalid(field, format!("{value:?} is empty or has whitespace"));
+            }
+        }
+        if sar.group.chars().any(|c| c.is_whitespace()) {
+            return invalid("authorization.group", "has whitespace".into());
+        }
+        let c = &self.cache;
+        if c.max_entries == 0 {
+            return invalid("cache.max_entries", "must be at least 1".into());
+        }
+        if c.max_negative_entries == 0 {
+            return invalid("cache.max_negative_entries", "must be at least 1".into());
+        }
+        for (i, rule) in self.actions.rules.iter().enumerate() {
+            let field = format!("actions.rules[{i}]");
+            if rule.path.is_none() && rule.path_prefix.is_none() {
+                return invalid(&field, "needs path or path_prefix".into());
+            }
+            for p in rule.path.iter().chain(rule.path_prefix.iter()) {
+                if !p.starts_with('/') {
+                    return invalid(&field, format!("path {p:?} must start with '/'"));
+                }
+            }
+            for m in &rule.methods {
+                if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
+                    return invalid(
+                        &format!("{field}.methods"),
+                        format!("{m:?} is not an upper-case HTTP method"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::from_yaml("").unwrap(), Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn durations_and_nested_fields_parse() {
+        let c = Config::from_yaml(
+            "decision_timeout: 900ms\ncache:\n  allowed_ttl: 2m\nkubernetes:\n  audiences: [tempo]\n",
+        )
+        .unwrap();
+        assert_eq!(c.decision_timeout, Duration::from_millis(900));
+        assert_eq!(c.cache.allowed_ttl, Duration::from_secs(120));
+        assert_eq!(c.cache.denied_ttl, Duration::from_secs(10));
+        assert_eq!(c.kubernetes.audiences, vec!["tempo".to_string()]);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Config::from_yaml("cache:\n  max_entrys: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache") && err.contains("max_entrys"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::from_yaml("cache:\n  allowed_ttl: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache.allowed_ttl"), "{err}");
+        let err = Config::from_yaml("grpc_addr: nowhere\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grpc_addr"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let mut c = Config::default();
+        c.tenant_header = "X-Scope-OrgID".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("tenant_header"));
+        let mut c = Config::default();
+        c.kubernetes.max_concurrent_reviews = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("kubernetes.max_concurrent_reviews"));
+        let mut c = Config::default();
+        c.actions.rules[0].path = Some("v1/traces".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("actions.rules[0]"));
+    }
+
+    #[test]
+    fn default_action_table_matches_tempo() {
+        let a = ActionConfig::default();
+        assert_eq!(a.infer("POST", "/v1/traces"), Action::Write);
+        assert_eq!(
+            a.infer(
+                "POST",
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            ),
+            Action::Write
+        );
+        assert_eq!(a.infer("POST", "/api/traces"), Action::Write);
+        assert_eq!(a.infer("POST", "/api/v2/spans"), Action::Write);
+        for m in ["POST", "PUT", "PATCH", "DELETE"] {
+            assert_eq!(a.infer(m, "/api/overrides"), Action::Manage, "{m}");
+        }
+        assert_eq!(a.infer("GET", "/api/overrides"), Action::Read);
+        assert_eq!(a.infer("POST", "/api/overridesx"), Action::Read);
+        assert_eq!(a.infer("GET", "/api/search"), Action::Read);
+        assert_eq!(a.infer("GET", "/api/traces/abc"), Action::Read);
+        assert_eq!(a.infer("POST", "/api/search"), Action::Read);
+        assert_eq!(a.infer("POST", "/api/v2/traces/diff"), Action::Read);
+        assert_eq!(
+            a.infer("POST", "/tempopb.StreamingQuerier/Search"),
+            Action::Read
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Envoy's `envoy.service.auth.v3.Authorization`: parse, decide, respond, record. A thin adapter.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::authorizer::Authorizer;
+use crate::metrics::Metrics;
+use crate::model::{Action, Decision};
+use crate::review::Reviewer;
+
+pub mod request;
+pub mod response;
+
+pub use request::{normalize_path, ParsedCheck, RequestParser};
+
+/// The gRPC service. Holds only shared handles to the engine, the parser and the metrics.
+pub struct CheckService<R> {
+    authorizer: Arc<Authorizer<R>>,
+    parser: Arc<RequestParser>,
+    metrics: Arc<Metrics>,
+    tenant_header: Arc<str>,
+}
+
+impl<R> Clone for CheckService<R> {
+    fn clone(&self) -> Self {
+        Self {
+            authorizer: self.authorizer.clone(),
+            parser: self.parser.clone(),
+            metrics: self.metrics.clone(),
+            tenant_header: self.tenant_header.clone(),
+        }
+    }
+}
+
+impl<R: Reviewer> CheckService<R> {
+    pub fn new(
+        authorizer: Arc<Authorizer<R>>,
+        parser: RequestParser,
+        metrics: Arc<Metrics>,
+        tenant_header: &str,
+    ) -> Self {
+        Self {
+            authorizer,
+            parser: Arc::new(parser),
+            metrics,
+            tenant_header: tenant_header.into(),
+        }
+    }
+
+    /// Decides one CheckRequest. Never fails: every outcome is a CheckResponse (a gRPC error
+    /// would hand the decision to Envoy's `failure_mode_allow`).
+    pub async fn decide(&self, req: &CheckRequest) -> CheckResponse {
+        let started = Instant::now();
+        let (action, parsed) = self.parser.parse(req);
+        let decision = match parsed {
+            Ok(p) => self.authorizer.check(&p.token, p.tenants, p.action).await,
+            Err(reason) => Decision::deny(reason),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.check_answered(&decision, action, elapsed);
+        log_decision(&decision, action, elapsed);
+        response::build(&decision, &self.tenant_header)
+    }
+}
+
+/// One structured line per decision: info for denials and reviewed allows, debug for cached
+/// allows (Envoy's access log already has them, and a line costs more than the Check).
+fn log_decision(decision: &Decision, action: Option<Action>, elapsed: std::time::Duration) {
+    let action = action.map_or("unknown", Action::as_str);
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    match decision {
+        Decision::Allow {
+            identity,
+            tenants,
+            cached,
+            ..
+        } => {
+            if *cached {
+                tracing::debug!(decision = "allow", user = %identity.username, tenants = tenants.canonical(), action, cached, latency_us, "check");
+            } else {
+                tracing::info!(decision = "allow", user = %identity.username, tenants = tenants.canonical(), action, cached, latency_us, "check");
+            }
+        }
+        Decision::Deny { reason, cached } => {
+            let status = reason.http_status();
+            if status >= 500 {
+                tracing::warn!(decision = "deny", status, reason = reason.kind(), detail = %reason, action, cached, latency_us, "check");
+            } else {
+                tracing::info!(decision = "deny", status, reason = reason.kind(), detail = %reason, action, cached, latency_us, "check");
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<R: Reviewer> Authorization for CheckService<R> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let req = request.into_inner();
+        let request_id = req
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .map(|h| {
+                h.headers
+                    .get("x-request-id")
+                    .map(String::as_str)
+                    .unwrap_or(h.id.as_str())
+            })
+            .unwrap_or("");
+        let span = tracing::info_span!("check", request_id = %truncate_id(request_id));
+        let response = self.decide(&req).instrument(span).await;
+        Ok(Response::new(response))
+    }
+}
+
+/// Request ids come from the client side; bound what reaches the logs.
+fn truncate_id(id: &str) -> &str {
+    let mut end = id.len().min(64);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

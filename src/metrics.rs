@@ -1,0 +1,266 @@
+//! Prometheus metrics, prefixed `tenant_authz_`. The request path calls intent-named methods and
+//! never spells a metric name. Labels are bounded: no token-derived label, no tenant, no user.
+//! Cache sizes are read at scrape time by a collector instead of being updated on every write.
+
+use std::fmt;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::model::{Action, Decision};
+use crate::review::ReviewKind;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    decision: &'static str,
+    reason: &'static str,
+    action: &'static str,
+    cached: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The metrics of tenant-authz.
+#[derive(Debug)]
+pub struct Metrics {
+    checks: Family<CheckLabels, Counter>,
+    check_duration: HistogramFamily<KindLabel>,
+    cache_lookups: Family<CacheLabels, Counter>,
+    reviews: Family<ReviewLabels, Counter>,
+    review_duration: HistogramFamily<KindLabel>,
+    reviews_in_flight: Gauge,
+}
+
+/// Which cache a lookup went to.
+#[derive(Clone, Copy, Debug)]
+pub enum CacheName {
+    Identity,
+    Decision,
+}
+
+/// What a cache lookup found.
+#[derive(Clone, Copy, Debug)]
+pub enum CacheResult {
+    Hit,
+    NegativeHit,
+    Miss,
+    Coalesced,
+}
+
+impl Metrics {
+    /// Registers every metric under `registry` (which the caller prefixes with `tenant_authz`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            checks: Family::default(),
+            check_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.5, 14))
+            }),
+            cache_lookups: Family::default(),
+            reviews: Family::default(),
+            review_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            }),
+            reviews_in_flight: Gauge::default(),
+        };
+        registry.register(
+            "checks",
+            "Checks answered, by decision, reason, action and whether the answer was cached",
+            m.checks.clone(),
+        );
+        registry.register(
+            "check_duration_seconds",
+            "Time to answer a Check, by kind (cached, reviewed, rejected before any review)",
+            m.check_duration.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Cache lookups by cache (identity, decision) and result (hit, negative_hit, miss, coalesced)",
+            m.cache_lookups.clone(),
+        );
+        registry.register(
+            "kube_requests",
+            "Reviews sent to the Kubernetes API, by kind and outcome",
+            m.reviews.clone(),
+        );
+        registry.register(
+            "kube_request_duration_seconds",
+            "Latency of reviews sent to the Kubernetes API, by kind",
+            m.review_duration.clone(),
+        );
+        registry.register(
+            "kube_requests_in_flight",
+            "Reviews in flight to the Kubernetes API",
+            m.reviews_in_flight.clone(),
+        );
+        let build: Family<VersionLabel, Gauge> = Family::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "tenant-authz version", build);
+        m
+    }
+
+    /// Records one answered Check.
+    pub fn check_answered(&self, decision: &Decision, action: Option<Action>, elapsed: Duration) {
+        let (label, reason) = match decision {
+            Decision::Allow { .. } => ("allow", "ok"),
+            Decision::Deny { reason, .. } => ("deny", reason.kind()),
+        };
+        let cached = if decision.cached() { "true" } else { "false" };
+        self.checks
+            .get_or_create(&CheckLabels {
+                decision: label,
+                reason,
+                action: action.map_or("unknown", Action::as_str),
+                cached,
+            })
+            .inc();
+        let kind = match (action, decision.cached()) {
+            (None, _) => "rejected",
+            (Some(_), true) => "cached",
+            (Some(_), false) => "reviewed",
+        };
+        self.check_duration
+            .get_or_create(&KindLabel { kind })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn cache_lookup(&self, cache: CacheName, result: CacheResult) {
+        let cache = match cache {
+            CacheName::Identity => "identity",
+            CacheName::Decision => "decision",
+        };
+        let result = match result {
+            CacheResult::Hit => "hit",
+            CacheResult::NegativeHit => "negative_hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Coalesced => "coalesced",
+        };
+        self.cache_lookups
+            .get_or_create(&CacheLabels { cache, result })
+            .inc();
+    }
+
+    /// A review is about to be sent; the guard records its outcome and latency when dropped,
+    /// so a review abandoned at the deadline is counted too (as `cancelled`).
+    pub fn review_started(&self, kind: ReviewKind) -> ReviewTimer<'_> {
+        self.reviews_in_flight.inc();
+        ReviewTimer {
+            metrics: self,
+            kind,
+            started: std::time::Instant::now(),
+            outcome: "cancelled",
+        }
+    }
+}
+
+/// Records a review when dropped.
+pub struct ReviewTimer<'a> {
+    metrics: &'a Metrics,
+    kind: ReviewKind,
+    started: std::time::Instant,
+    outcome: &'static str,
+}
+
+impl ReviewTimer<'_> {
+    pub fn finish(mut self, outcome: &'static str) {
+        self.outcome = outcome;
+    }
+}
+
+impl Drop for ReviewTimer<'_> {
+    fn drop(&mut self) {
+        let kind = self.kind.as_str();
+        self.metrics.reviews_in_flight.dec();
+        self.metrics
+            .reviews
+            .get_or_create(&ReviewLabels {
+                kind,
+                outcome: self.outcome,
+            })
+            .inc();
+        self.metrics
+            .review_duration
+            .get_or_create(&KindLabel { kind })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Reads cache sizes at scrape time: `tenant_authz_cache_entries{cache=...}`.
+pub struct CacheSizeCollector {
+    read: Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>,
+}
+
+impl CacheSizeCollector {
+    pub fn new(read: impl Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static) -> Self {
+        Self {
+            read: Box::new(read),
+        }
+    }
+}
+
+impl fmt::Debug for CacheSizeCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CacheSizeCollector")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheNameLabel {
+    cache: &'static str,
+}
+
+impl Collector for CacheSizeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "cache_entries",
+            "Entries in each cache (approximate; read at scrape time)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (cache, size) in (self.read)() {
+            let labels = CacheNameLabel { cache };
+            ConstGauge::new(i64::try_from(size).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Text exposition of a registry.
+pub fn encode(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}

@@ -1,0 +1,163 @@
+//! TokenReview and SubjectAccessReview through the real Kubernetes client.
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use super::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
+use crate::config::SarConfig;
+use crate::model::{Action, BearerToken, Identity, Tenant};
+
+/// Reviews against the Kubernetes API. Needs `create` on `tokenreviews` and
+/// `subjectaccessreviews`, nothing else.
+#[derive(Clone)]
+pub struct KubeReviewer {
+    client: Client,
+    audiences: Vec<String>,
+    sar: SarConfig,
+}
+
+impl KubeReviewer {
+    pub fn new(client: Client, audiences: Vec<String>, sar: SarConfig) -> Self {
+        Self {
+            client,
+            audiences,
+            sar,
+        }
+    }
+
+    /// Whether the API server answers at all (`GET /version`), for readiness.
+    pub async fn reachable(&self) -> Result<String, String> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(|v| v.git_version)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Maps a kube error, making sure it cannot quote the token.
+fn review_error(kind: ReviewKind, err: kube::Error, token: Option<&BearerToken>) -> ReviewError {
+    let scrub = |s: String| match token {
+        Some(t) if t.is_quoted_in(&s) => "(message withheld: it quoted the credential)".to_string(),
+        _ => s,
+    };
+    match err {
+        kube::Error::Api(status) => ReviewError::Api {
+            kind,
+            code: status.code,
+            message: scrub(if status.code == 403 {
+                format!(
+                    "{} (does tenant-authz's ClusterRole allow create on {}s?)",
+                    status.message,
+                    kind.as_str()
+                )
+            } else {
+                status.message
+            }),
+        },
+        kube::Error::SerdeError(e) => ReviewError::InvalidResponse {
+            kind,
+            message: scrub(e.to_string()),
+        },
+        other => ReviewError::Transport {
+            kind,
+            message: scrub(other.to_string()),
+        },
+    }
+}
+
+impl Reviewer for KubeReviewer {
+    async fn authenticate(&self, token: &BearerToken) -> Result<Authentication, ReviewError> {
+        let kind = ReviewKind::TokenReview;
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.expose_secret().to_string(),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+            },
+            ..Default::default()
+        };
+        let api: Api<TokenReview> = Api::all(self.client.clone());
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| review_error(kind, e, Some(token)))?;
+        let status = answer.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Ok(Authentication::Unauthenticated {
+                detail: status.error.filter(|e| !token.is_quoted_in(e)),
+            });
+        }
+        let user = status.user.unwrap_or_default();
+        let username = user.username.unwrap_or_default();
+        if username.is_empty() {
+            return Err(ReviewError::InvalidResponse {
+                kind,
+                message: "authenticated TokenReview without a username".into(),
+            });
+        }
+        Ok(Authentication::Authenticated {
+            identity: Identity {
+                username,
+                uid: user.uid.unwrap_or_default(),
+                groups: user.groups.unwrap_or_default(),
+                extra: user.extra.unwrap_or_default(),
+            },
+            audiences: status.audiences.unwrap_or_default(),
+        })
+    }
+
+    async fn authorize(
+        &self,
+        identity: &Identity,
+        tenant: &Tenant,
+        action: Action,
+    ) -> Result<Authorization, ReviewError> {
+        let kind = ReviewKind::SubjectAccessReview;
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(tenant.to_string()),
+                    verb: Some(self.sar.verb(action).to_string()),
+                    group: Some(self.sar.group.clone()),
+                    resource: Some(self.sar.resource.clone()),
+                    ..Default::default()
+                }),
+                user: Some(identity.username.clone()),
+                uid: (!identity.uid.is_empty()).then(|| identity.uid.clone()),
+                groups: Some(identity.groups.clone()),
+                extra: (!identity.extra.is_empty()).then(|| identity.extra.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| review_error(kind, e, None))?;
+        let status = answer.status.unwrap_or_default();
+        if status.allowed {
+            return Ok(Authorization::Allowed);
+        }
+        let detail = [status.reason, status.evaluation_error]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok(Authorization::Denied {
+            detail: (!detail.is_empty()).then_some(detail),
+        })
+    }
+
+    fn describe(&self, action: Action) -> (String, String) {
+        (
+            self.sar.verb(action).to_string(),
+            self.sar.resource_display(),
+        )
+    }
+}

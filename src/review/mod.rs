@@ -1,0 +1,91 @@
+//! The one seam to the outside world: who is this token, and may it act on this tenant?
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::model::{Action, BearerToken, Identity, Tenant};
+
+pub mod kube;
+pub mod memory;
+
+/// Answer of an authentication (TokenReview).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authentication {
+    Authenticated {
+        identity: Identity,
+        /// Audiences the API server accepted the token for.
+        audiences: Vec<String>,
+    },
+    /// Not authenticated; `detail` is a message safe to show (never quotes the token).
+    Unauthenticated { detail: Option<String> },
+}
+
+/// Answer of an authorization (SubjectAccessReview).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authorization {
+    Allowed,
+    Denied { detail: Option<String> },
+}
+
+/// Which review failed: a bounded label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReviewKind {
+    TokenReview,
+    SubjectAccessReview,
+}
+
+impl ReviewKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewKind::TokenReview => "tokenreview",
+            ReviewKind::SubjectAccessReview => "subjectaccessreview",
+        }
+    }
+}
+
+/// The review could not be answered: tenant-authz cannot decide and fails closed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    #[error("the Kubernetes API answered the {} with HTTP {code}: {message}", kind.as_str())]
+    Api {
+        kind: ReviewKind,
+        code: u16,
+        message: String,
+    },
+    #[error("cannot reach the Kubernetes API for the {}: {message}", kind.as_str())]
+    Transport { kind: ReviewKind, message: String },
+    #[error("the Kubernetes API did not answer the {} within {after:?}", kind.as_str())]
+    Timeout { kind: ReviewKind, after: Duration },
+    #[error("unusable {} answer: {message}", kind.as_str())]
+    InvalidResponse { kind: ReviewKind, message: String },
+}
+
+impl ReviewError {
+    /// Bounded label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ReviewError::Api { .. } => "api_error",
+            ReviewError::Transport { .. } => "transport_error",
+            ReviewError::Timeout { .. } => "timeout",
+            ReviewError::InvalidResponse { .. } => "invalid_response",
+        }
+    }
+}
+
+/// A backend that authenticates tokens and authorizes identities on tenants.
+pub trait Reviewer: Send + Sync + 'static {
+    fn authenticate(
+        &self,
+        token: &BearerToken,
+    ) -> impl Future<Output = Result<Authentication, ReviewError>> + Send;
+
+    fn authorize(
+        &self,
+        identity: &Identity,
+        tenant: &Tenant,
+        action: Action,
+    ) -> impl Future<Output = Result<Authorization, ReviewError>> + Send;
+
+    /// SAR verb and resource of an action, for the 403 message ("grant verb get on ...").
+    fn describe(&self, action: Action) -> (String, String);
+}

@@ -1,0 +1,226 @@
+//! Wiring: backend, engine, gRPC server, admin server, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::admin::{self, Readiness};
+use crate::authorizer::{Authorizer, AuthorizerSettings};
+use crate::config::{Backend, Config};
+use crate::error::{Error, Result};
+use crate::ext_authz::{CheckService, RequestParser};
+use crate::metrics::{CacheSizeCollector, Metrics};
+use crate::review::kube::KubeReviewer;
+use crate::review::Reviewer;
+
+/// A started tenant-authz: its bound addresses, and a handle to wait for its end.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Waits until the servers have shut down (after the shutdown future completed).
+    pub async fn wait(self) -> Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(Error::Admin(std::io::Error::other(join.to_string()))),
+        }
+    }
+}
+
+/// Starts and serves until `shutdown` completes, then drains.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    start(config, shutdown).await?.wait().await
+}
+
+/// Binds both servers and starts serving; returns once they listen.
+pub async fn start(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running> {
+    config.validate()?;
+    match config.backend {
+        Backend::Kubernetes => {
+            let client = kube_client(&config).await?;
+            let reviewer = KubeReviewer::new(
+                client,
+                config.kubernetes.audiences.clone(),
+                config.authorization.clone(),
+            );
+            let probe = reviewer.clone();
+            start_with(config, reviewer, shutdown, move |readiness| {
+                tokio::spawn(wait_for_api(probe, readiness));
+            })
+            .await
+        }
+    }
+}
+
+async fn kube_client(config: &Config) -> Result<kube::Client> {
+    let err = |e: &dyn std::fmt::Display| Error::KubeConfig(e.to_string());
+    let mut kc = match &config.kubernetes.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| err(&e))?
+        }
+        None => kube::Config::infer().await.map_err(|e| err(&e))?,
+    };
+    // The decision deadline bounds every review; don't let a dead API server hold a
+    // connection attempt longer than that.
+    kc.connect_timeout = Some(config.decision_timeout);
+    kc.read_timeout = Some(config.decision_timeout);
+    kube::Client::try_from(kc).map_err(|e| err(&e))
+}
+
+/// Marks the backend ready once `GET /version` answers; retries until it does.
+async fn wait_for_api(reviewer: KubeReviewer, readiness: Arc<Readiness>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match reviewer.reachable().await {
+            Ok(version) => {
+                tracing::info!(%version, "Kubernetes API reached");
+                readiness.set_backend_ready();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "Kubernetes API not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Starts the servers around any reviewer. `on_start` gets the readiness handle (e.g. to mark
+/// the backend ready once it answers).
+pub async fn start_with<R: Reviewer>(
+    config: Config,
+    reviewer: R,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_start: impl FnOnce(Arc<Readiness>),
+) -> Result<Running> {
+    let mut registry = Registry::with_prefix("tenant_authz");
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let authorizer = Arc::new(Authorizer::new(
+        reviewer,
+        AuthorizerSettings {
+            cache: config.cache.clone(),
+            decision_timeout: config.decision_timeout,
+            max_concurrent_reviews: config.kubernetes.max_concurrent_reviews,
+        },
+        metrics.clone(),
+    ));
+    let sizes = authorizer.clone();
+    registry.register_collector(Box::new(CacheSizeCollector::new(move || {
+        sizes.cache_sizes()
+    })));
+    let parser = RequestParser::new(
+        config.tenant_header.clone(),
+        config.max_token_bytes,
+        config.actions.clone(),
+    );
+    let service = CheckService::new(authorizer, parser, metrics, &config.tenant_header);
+
+    let readiness = Arc::new(Readiness::default());
+    let grpc_listener = bind(config.grpc_addr).await?;
+    let admin_listener = bind(config.admin_addr).await?;
+    let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
+    let admin_addr = local_addr(&admin_listener, config.admin_addr)?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorizationServer<CheckService<R>>>()
+        .await;
+
+    // Phase 1 (signal): readiness and gRPC health go NOT_SERVING, serving continues for
+    // `shutdown.delay`; phase 2: stop accepting and drain for at most `shutdown.grace`.
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(AuthorizationServer::new(service))
+        .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), drained(drain_rx.clone()));
+    let admin = axum::serve(
+        admin_listener,
+        admin::router(readiness.clone(), Arc::new(registry)),
+    )
+    .with_graceful_shutdown(drained(drain_rx));
+
+    tracing::info!(%grpc_addr, %admin_addr, "tenant-authz listening");
+    on_start(readiness.clone());
+    let shutdown_cfg = config.shutdown.clone();
+    let task = tokio::spawn(async move {
+        let grpc = tokio::spawn(grpc);
+        let admin = tokio::spawn(async move { admin.await });
+        shutdown.await;
+        tracing::info!(delay = ?shutdown_cfg.delay, grace = ?shutdown_cfg.grace, "shutting down");
+        readiness.set_shutting_down();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_not_serving::<AuthorizationServer<CheckService<R>>>()
+            .await;
+        tokio::time::sleep(shutdown_cfg.delay).await;
+        let _ = drain_tx.send(true);
+        let drained = tokio::time::timeout(shutdown_cfg.grace, async {
+            let g = grpc.await;
+            let a = admin.await;
+            (g, a)
+        })
+        .await;
+        match drained {
+            Ok((grpc, admin)) => {
+                if let Ok(Err(e)) = grpc {
+                    return Err(Error::Grpc(e));
+                }
+                if let Ok(Err(e)) = admin {
+                    return Err(Error::Admin(e));
+                }
+                tracing::info!("drained; bye");
+            }
+            Err(_) => {
+                tracing::warn!(grace = ?shutdown_cfg.grace, "in-flight checks did not finish within the grace period")
+            }
+        }
+        Ok(())
+    });
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        task,
+    })
+}
+
+async fn drained(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|d| *d).await;
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr> {
+    listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })
+}
