@@ -1,1 +1,339 @@
+//! The decision engine over an in-memory reviewer: caching, coalescing, deadlines, outages.
 
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use prometheus_client::registry::Registry;
+
+use super::*;
+use crate::review::memory::MemoryReviewer;
+
+fn settings() -> AuthorizerSettings {
+    AuthorizerSettings {
+        cache: CacheConfig::default(),
+        decision_timeout: Duration::from_millis(500),
+        max_concurrent_reviews: 8,
+    }
+}
+
+fn engine_with(settings: AuthorizerSettings) -> Arc<Authorizer<MemoryReviewer>> {
+    let reviewer = MemoryReviewer::new();
+    reviewer.add_token("tok-query", "query");
+    reviewer.grant("query", "a", Action::Read);
+    reviewer.grant("query", "b", Action::Read);
+    reviewer.grant("query", "c", Action::Read);
+    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+    Arc::new(Authorizer::new(reviewer, settings, metrics))
+}
+
+fn engine() -> Arc<Authorizer<MemoryReviewer>> {
+    engine_with(settings())
+}
+
+fn tenants(v: &str) -> Tenants {
+    Tenants::new(v.split('|').map(|t| Tenant::parse(t).unwrap()).collect()).unwrap()
+}
+
+fn token(t: &str) -> BearerToken {
+    BearerToken::from_secret(t.to_string())
+}
+
+fn status(d: &Decision) -> u16 {
+    match d {
+        Decision::Allow { .. } => 200,
+        Decision::Deny { reason, .. } => reason.http_status(),
+    }
+}
+
+#[tokio::test]
+async fn twenty_identical_requests_cost_one_review_each() {
+    let e = engine();
+    for i in 0..20 {
+        let d = e
+            .check(&token("tok-query"), tenants("a"), Action::Read)
+            .await;
+        assert!(d.is_allowed(), "{d:?}");
+        assert_eq!(d.cached(), i > 0);
+    }
+    assert_eq!(e.reviewer().token_reviews(), 1);
+    assert_eq!(e.reviewer().access_reviews(), 1);
+}
+
+#[tokio::test]
+async fn three_tenants_cost_one_token_review_and_three_sars() {
+    let e = engine();
+    let d = e
+        .check(&token("tok-query"), tenants("a|b|c"), Action::Read)
+        .await;
+    assert!(d.is_allowed(), "{d:?}");
+    assert_eq!(e.reviewer().token_reviews(), 1);
+    assert_eq!(e.reviewer().access_reviews(), 3);
+    let Decision::Allow {
+        tenants, identity, ..
+    } = d
+    else {
+        unreachable!()
+    };
+    assert_eq!(tenants.canonical(), "a|b|c");
+    assert_eq!(identity.username, "query");
+}
+
+#[tokio::test]
+async fn cross_tenant_denied_when_one_tenant_denied() {
+    let e = engine();
+    let d = e
+        .check(&token("tok-query"), tenants("a|z|b"), Action::Read)
+        .await;
+    match d {
+        Decision::Deny {
+            reason: DenyReason::Forbidden { tenant, .. },
+            ..
+        } => assert_eq!(tenant.as_str(), "z"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn verb_follows_the_action() {
+    let e = engine();
+    let d = e
+        .check(&token("tok-query"), tenants("a"), Action::Write)
+        .await;
+    assert_eq!(status(&d), 403);
+    let d = e
+        .check(&token("tok-query"), tenants("a"), Action::Manage)
+        .await;
+    assert_eq!(status(&d), 403);
+    let d = e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await;
+    assert_eq!(status(&d), 200);
+}
+
+#[tokio::test]
+async fn forbidden_reason_says_what_to_grant() {
+    let e = engine();
+    let d = e
+        .check(&token("tok-query"), tenants("z"), Action::Read)
+        .await;
+    let Decision::Deny { reason, .. } = d else {
+        panic!()
+    };
+    let text = reason.to_string();
+    assert!(
+        text.contains("\"query\"") && text.contains("\"z\"") && text.contains("read"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_token_is_401_and_remembered() {
+    let e = engine();
+    for i in 0..3 {
+        let d = e.check(&token("nope"), tenants("a"), Action::Read).await;
+        assert_eq!(status(&d), 401);
+        assert_eq!(d.cached(), i > 0);
+    }
+    assert_eq!(e.reviewer().token_reviews(), 1);
+    assert_eq!(e.reviewer().access_reviews(), 0);
+}
+
+#[tokio::test]
+async fn denial_is_cached_separately_and_shorter() {
+    let mut s = settings();
+    s.cache.denied_ttl = Duration::from_millis(100);
+    let e = engine_with(s);
+    assert_eq!(
+        status(
+            &e.check(&token("tok-query"), tenants("z"), Action::Read)
+                .await
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            &e.check(&token("tok-query"), tenants("z"), Action::Read)
+                .await
+        ),
+        403
+    );
+    assert_eq!(e.reviewer().access_reviews(), 1);
+    e.reviewer().grant("query", "z", Action::Read);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        status(
+            &e.check(&token("tok-query"), tenants("z"), Action::Read)
+                .await
+        ),
+        200
+    );
+    assert_eq!(e.reviewer().access_reviews(), 2);
+}
+
+#[tokio::test]
+async fn outage_is_503_never_allow_never_cached() {
+    let e = engine();
+    e.reviewer().set_down(true);
+    for _ in 0..3 {
+        let d = e
+            .check(&token("tok-query"), tenants("a"), Action::Read)
+            .await;
+        assert_eq!(status(&d), 503, "{d:?}");
+    }
+    assert_eq!(
+        e.reviewer().token_reviews(),
+        3,
+        "failures must not be cached"
+    );
+    e.reviewer().set_down(false);
+    assert!(e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await
+        .is_allowed());
+}
+
+#[tokio::test]
+async fn cached_allow_keeps_working_while_the_api_is_down() {
+    let e = engine();
+    assert!(e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await
+        .is_allowed());
+    e.reviewer().set_down(true);
+    let d = e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await;
+    assert!(d.is_allowed() && d.cached());
+    // ...but an uncached tenant fails closed.
+    let d = e
+        .check(&token("tok-query"), tenants("a|b"), Action::Read)
+        .await;
+    assert_eq!(status(&d), 503);
+}
+
+#[tokio::test]
+async fn slow_api_gives_our_own_503_at_the_deadline() {
+    let e = engine();
+    e.reviewer().set_latency(Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    let d = e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    match d {
+        Decision::Deny {
+            reason: DenyReason::Unavailable(why),
+            ..
+        } => assert!(why.contains("deadline"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_cold_requests_are_coalesced() {
+    let e = engine();
+    e.reviewer().set_latency(Duration::from_millis(100));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let e = e.clone();
+            tokio::spawn(async move {
+                e.check(&token("tok-query"), tenants("a"), Action::Read)
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().is_allowed());
+    }
+    assert!(
+        e.reviewer().token_reviews() <= 2,
+        "{}",
+        e.reviewer().token_reviews()
+    );
+    assert!(
+        e.reviewer().access_reviews() <= 2,
+        "{}",
+        e.reviewer().access_reviews()
+    );
+}
+
+#[tokio::test]
+async fn garbage_token_flood_does_not_evict_allows() {
+    let mut s = settings();
+    s.cache.max_entries = 50;
+    s.cache.max_negative_entries = 10;
+    let e = engine_with(s);
+    assert!(e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await
+        .is_allowed());
+    for i in 0..500 {
+        let d = e
+            .check(&token(&format!("garbage-{i}")), tenants("a"), Action::Read)
+            .await;
+        assert_eq!(status(&d), 401);
+    }
+    e.sync_caches().await;
+    let sizes: std::collections::HashMap<_, _> = e.cache_sizes().into_iter().collect();
+    assert!(sizes["unauthenticated"] <= 10, "{sizes:?}");
+    let before = e.reviewer().token_reviews();
+    let d = e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await;
+    assert!(d.is_allowed() && d.cached());
+    assert_eq!(e.reviewer().token_reviews(), before);
+}
+
+#[tokio::test]
+async fn invalidation_by_tenant_and_by_user() {
+    let e = engine();
+    e.check(&token("tok-query"), tenants("a|b"), Action::Read)
+        .await;
+    e.reviewer().revoke("query", "a", Action::Read);
+    e.invalidate_tenant(&Tenant::parse("a").unwrap());
+    e.sync_caches().await;
+    assert_eq!(
+        status(
+            &e.check(&token("tok-query"), tenants("a"), Action::Read)
+                .await
+        ),
+        403
+    );
+    assert!(e
+        .check(&token("tok-query"), tenants("b"), Action::Read)
+        .await
+        .cached());
+    e.invalidate_user("query");
+    e.sync_caches().await;
+    let d = e
+        .check(&token("tok-query"), tenants("b"), Action::Read)
+        .await;
+    assert!(d.is_allowed() && !d.cached());
+}
+
+fn jwt(exp: u64) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(
+        "{}.{}.sig",
+        b64(r#"{"alg":"RS256"}"#),
+        b64(&format!(r#"{{"iss":"kubernetes","exp":{exp}}}"#))
+    )
+}
+
+#[test]
+fn identity_ttl_is_capped_by_jwt_exp_and_never_lengthened() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let ttl = Duration::from_secs(120);
+    assert_eq!(
+        identity_ttl(ttl, &token(&jwt(1_000_030)), now),
+        Duration::from_secs(30)
+    );
+    assert_eq!(identity_ttl(ttl, &token(&jwt(1_999_999)), now), ttl);
+    assert_eq!(
+        identity_ttl(ttl, &token(&jwt(999_000)), now),
+        Duration::ZERO
+    );
+    assert_eq!(identity_ttl(ttl, &token("not-a-jwt"), now), ttl);
+    assert_eq!(identity_ttl(ttl, &token("a.!!!.c"), now), ttl);
+}

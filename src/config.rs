@@ -487,8 +487,10 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let mut c = Config::default();
-        c.tenant_header = "X-Scope-OrgID".into();
+        let c = Config {
+            tenant_header: "X-Scope-OrgID".into(),
+            ..Config::default()
+        };
         assert!(c
             .validate()
             .unwrap_err()

@@ -320,8 +320,8 @@ impl fmt::Display for DenyReason {
             } => {
                 write!(
                     f,
-                    "user {user:?} may not {action} traces of tenant {tenant:?}: \
-                     grant verb {verb:?} on {resource} in namespace {tenant:?} with a Role and RoleBinding"
+                    "user {user:?} may not {action} traces of tenant \"{tenant}\": \
+                     grant verb {verb:?} on {resource} in namespace \"{tenant}\" with a Role and RoleBinding"
                 )?;
                 if let Some(d) = detail.as_deref().filter(|d| !d.is_empty()) {
                     write!(f, " ({d})")?;
@@ -418,7 +418,7 @@ mod tests {
     fn quoted_token_is_detected_by_any_12_byte_piece() {
         let t = BearerToken::from_secret("eyJhbGciOiJSUzI1NiJ9.payload.signature".into());
         assert!(t.is_quoted_in("error: token eyJhbGciOiJS was rejected"));
-        assert!(t.is_quoted_in("...d.signature"));
+        assert!(t.is_quoted_in("...ad.signature"));
         assert!(!t.is_quoted_in("[invalid bearer token, token lookup failed]"));
     }
 }

