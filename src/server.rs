@@ -81,10 +81,12 @@ async fn kube_client(config: &Config) -> Result<kube::Client> {
         }
         None => kube::Config::infer().await.map_err(|e| err(&e))?,
     };
-    // The decision deadline bounds every review; don't let a dead API server hold a
-    // connection attempt longer than that.
-    kc.connect_timeout = Some(config.decision_timeout);
-    kc.read_timeout = Some(config.decision_timeout);
+    // The decision deadline bounds every review and gives the clear 503 reason; the client's
+    // own timeouts are only a backstop behind it, so they are set a little longer.
+    let backstop = config.decision_timeout + Duration::from_secs(1);
+    kc.connect_timeout = Some(backstop);
+    kc.read_timeout = Some(backstop);
+    kc.write_timeout = Some(backstop);
     kube::Client::try_from(kc).map_err(|e| err(&e))
 }
 

@@ -283,4 +283,4 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 #[path = "request_tests.rs"]
-mod tests;
+pub(crate) mod tests;

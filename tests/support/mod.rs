@@ -1,6 +1,7 @@
 //! Shared fixtures for the integration and end-to-end tests.
 #![allow(dead_code, unused_imports)]
 
+pub mod authz;
 pub mod envoy;
 pub mod fake_kube;
 pub mod tls;
