@@ -11,6 +11,8 @@ use super::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
 use crate::config::SarConfig;
 use crate::model::{Action, BearerToken, Identity, Tenant};
 
+const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
 /// Reviews against the Kubernetes API. Needs `create` on `tokenreviews` and
 /// `subjectaccessreviews`, nothing else.
 #[derive(Clone)]
@@ -80,11 +82,27 @@ impl Reviewer for KubeReviewer {
             },
             ..Default::default()
         };
-        let api: Api<TokenReview> = Api::all(self.client.clone());
-        let answer = api
-            .create(&PostParams::default(), &review)
+        // Not `Api::create`: on a body it cannot parse, kube logs the whole response at WARN,
+        // and a TokenReview response echoes `spec.token`. We parse it ourselves.
+        let invalid = |message: String| ReviewError::InvalidResponse { kind, message };
+        let body = serde_json::to_vec(&review).map_err(|e| invalid(e.to_string()))?;
+        let request = kube::core::Request::new(TOKEN_REVIEWS)
+            .create(&PostParams::default(), body)
+            .map_err(|e| invalid(e.to_string()))?;
+        let text = self
+            .client
+            .request_text(request)
             .await
             .map_err(|e| review_error(kind, e, Some(token)))?;
+        let answer: TokenReview = serde_json::from_str(&text).map_err(|e| {
+            let message = format!("not a TokenReview: {e}");
+            invalid(if token.is_quoted_in(&message) {
+                "not a TokenReview".to_string()
+            } else {
+                message
+            })
+        })?;
+        drop(text);
         let status = answer.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             return Ok(Authentication::Unauthenticated {
