@@ -63,7 +63,7 @@ impl<R: Reviewer> CheckService<R> {
         let elapsed = started.elapsed();
         self.metrics.check_answered(&decision, action, elapsed);
         log_decision(&decision, action, elapsed);
-        response::build(&decision, &self.tenant_header)
+        response::build(&decision, action, &self.tenant_header)
     }
 }
 

@@ -9,7 +9,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::pb::google::rpc;
 
-use crate::model::{Decision, DenyReason};
+use crate::model::{Action, Decision, DenyReason};
 
 /// gRPC codes of `CheckResponse.status` (Envoy only tests for OK).
 const OK: i32 = 0;
@@ -21,7 +21,7 @@ const UNAUTHENTICATED: i32 = 16;
 
 /// Builds the CheckResponse for a decision. `tenant_header` is the header that carries the
 /// canonical tenant value upstream.
-pub fn build(decision: &Decision, tenant_header: &str) -> CheckResponse {
+pub fn build(decision: &Decision, action: Option<Action>, tenant_header: &str) -> CheckResponse {
     match decision {
         Decision::Allow {
             identity,
@@ -50,11 +50,11 @@ pub fn build(decision: &Decision, tenant_header: &str) -> CheckResponse {
                 ..Default::default()
             })),
         },
-        Decision::Deny { reason, cached } => deny(reason, *cached),
+        Decision::Deny { reason, cached } => deny(reason, action, *cached),
     }
 }
 
-fn deny(reason: &DenyReason, cached: bool) -> CheckResponse {
+fn deny(reason: &DenyReason, action: Option<Action>, cached: bool) -> CheckResponse {
     let http = reason.http_status();
     let code = match http {
         400 => INVALID_ARGUMENT,
@@ -91,6 +91,7 @@ fn deny(reason: &DenyReason, cached: bool) -> CheckResponse {
         dynamic_metadata: Some(metadata([
             ("decision", "deny"),
             ("reason", reason.kind()),
+            ("action", action.map_or("unknown", Action::as_str)),
             ("cached", bool_str(cached)),
         ])),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
@@ -141,7 +142,7 @@ fn metadata<const N: usize>(fields: [(&str, &str); N]) -> Struct {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Identity, Tenant, Tenants};
+    use crate::model::{Identity, Tenant, Tenants};
     use std::sync::Arc;
 
     fn allow() -> Decision {
@@ -162,7 +163,7 @@ mod tests {
 
     #[test]
     fn allow_overwrites_one_tenant_header_and_drops_the_token() {
-        let r = build(&allow(), "x-scope-orgid");
+        let r = build(&allow(), Some(Action::Read), "x-scope-orgid");
         assert_eq!(r.status.unwrap().code, OK);
         let Some(HttpResponse::OkResponse(ok)) = r.http_response else {
             panic!("not ok")
@@ -208,7 +209,11 @@ mod tests {
             ),
         ];
         for (reason, http, grpc, challenge) in cases {
-            let r = build(&Decision::deny(reason.clone()), "x-scope-orgid");
+            let r = build(
+                &Decision::deny(reason.clone()),
+                Some(Action::Read),
+                "x-scope-orgid",
+            );
             assert_eq!(r.status.unwrap().code, grpc, "{reason:?}");
             let Some(HttpResponse::DeniedResponse(d)) = r.http_response else {
                 panic!("not denied")
