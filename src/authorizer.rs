@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::time::{timeout_at, Instant};
+
 use base64::Engine;
 use tokio::sync::Semaphore;
 
@@ -51,43 +54,35 @@ impl<R: Reviewer> Authorizer<R> {
     }
 
     /// Decides whether `token` may do `action` on every tenant, within the decision deadline.
-    /// Never fails: an outage is a `Deny` with `Unavailable` (HTTP 503).
+    /// Never fails: an outage is a `Deny` with `Unavailable` (HTTP 503). A definite denial of
+    /// one tenant is answered as soon as it is known, even while other tenants are pending.
     pub async fn check(&self, token: &BearerToken, tenants: Tenants, action: Action) -> Decision {
-        let deadline = self.settings.decision_timeout;
-        match tokio::time::timeout(deadline, self.decide(token, tenants, action)).await {
-            Ok(decision) => decision,
-            Err(_) => Decision::deny(DenyReason::Unavailable(format!(
-                "the Kubernetes API did not answer within the decision deadline of {}",
-                humantime::format_duration(deadline)
-            ))),
-        }
-    }
-
-    async fn decide(&self, token: &BearerToken, tenants: Tenants, action: Action) -> Decision {
+        let deadline = Instant::now() + self.settings.decision_timeout;
         let hash = token.hash();
-        let (identity, id_source) = match self.identity(token, hash).await {
-            Ok(found) => found,
-            Err(deny) => return deny,
+        let (identity, id_source) = match timeout_at(deadline, self.identity(token, hash)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(deny)) => return deny,
+            Err(_) => return Decision::deny(self.deadline_passed()),
         };
         let mut all_cached = id_source.is_cached();
-        let answers = futures::future::join_all(
-            tenants
-                .iter()
-                .map(|tenant| self.authorize(&identity, hash, tenant, action)),
-        )
-        .await;
         let mut unavailable = None;
-        for answer in answers {
-            match answer {
-                Ok(source) => all_cached &= source.is_cached(),
-                Err((reason, source)) if !matches!(*reason, DenyReason::Unavailable(_)) => {
-                    // A definite denial of one tenant wins over an outage on another.
-                    return Decision::Deny {
-                        reason: Arc::unwrap_or_clone(reason),
-                        cached: source.is_cached(),
-                    };
+        {
+            let mut pending: FuturesUnordered<_> = tenants
+                .iter()
+                .map(|t| timeout_at(deadline, self.authorize(&identity, hash, t, action)))
+                .collect();
+            while let Some(answer) = pending.next().await {
+                match answer {
+                    Ok(Ok(source)) => all_cached &= source.is_cached(),
+                    Ok(Err((reason, source))) if !matches!(*reason, DenyReason::Unavailable(_)) => {
+                        return Decision::Deny {
+                            reason: Arc::unwrap_or_clone(reason),
+                            cached: source.is_cached(),
+                        };
+                    }
+                    Ok(Err((reason, _))) => unavailable = unavailable.or(Some(reason)),
+                    Err(_) => unavailable = unavailable.or(Some(Arc::new(self.deadline_passed()))),
                 }
-                Err((reason, _)) => unavailable = unavailable.or(Some(reason)),
             }
         }
         if let Some(reason) = unavailable {
@@ -99,6 +94,13 @@ impl<R: Reviewer> Authorizer<R> {
             action,
             cached: all_cached,
         }
+    }
+
+    fn deadline_passed(&self) -> DenyReason {
+        DenyReason::Unavailable(format!(
+            "the Kubernetes API did not answer within the decision deadline of {}",
+            humantime::format_duration(self.settings.decision_timeout)
+        ))
     }
 
     /// Authenticates `token`: identity cache, negative cache, then one coalesced TokenReview.
@@ -213,6 +215,10 @@ impl<R: Reviewer> Authorizer<R> {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         });
+        if let Err(error) = &result {
+            // The operator's view; the client gets a shorter reason (see `unavailable`).
+            tracing::warn!(kind = kind.as_str(), outcome = error.outcome(), %error, "Kubernetes review failed");
+        }
         result
     }
 
@@ -261,8 +267,30 @@ impl<R: Reviewer> Authorizer<R> {
     }
 }
 
+/// What the client is told about an outage: which review and how it failed, not the API
+/// server's own message (that goes to the log).
 fn unavailable(e: &ReviewError) -> DenyReason {
-    DenyReason::Unavailable(e.to_string())
+    DenyReason::Unavailable(match e {
+        ReviewError::Api { kind, code, .. } => {
+            format!(
+                "the Kubernetes API answered the {} with HTTP {code}",
+                kind.as_str()
+            )
+        }
+        ReviewError::Transport { kind, .. } => {
+            format!(
+                "the Kubernetes API could not be reached for the {}",
+                kind.as_str()
+            )
+        }
+        ReviewError::Timeout { .. } => e.to_string(),
+        ReviewError::InvalidResponse { kind, .. } => {
+            format!(
+                "the Kubernetes API gave an unusable {} answer",
+                kind.as_str()
+            )
+        }
+    })
 }
 
 /// TTL of a cached identity: the configured TTL, shortened (never lengthened) to the token's

@@ -337,3 +337,43 @@ fn identity_ttl_is_capped_by_jwt_exp_and_never_lengthened() {
     assert_eq!(identity_ttl(ttl, &token("not-a-jwt"), now), ttl);
     assert_eq!(identity_ttl(ttl, &token("a.!!!.c"), now), ttl);
 }
+
+#[tokio::test]
+async fn known_denial_answers_at_once_while_another_tenant_is_slow() {
+    let e = engine();
+    assert_eq!(
+        status(
+            &e.check(&token("tok-query"), tenants("z"), Action::Read)
+                .await
+        ),
+        403
+    );
+    e.reviewer().set_latency(Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    let d = e
+        .check(&token("tok-query"), tenants("a|z"), Action::Read)
+        .await;
+    assert_eq!(status(&d), 403, "{d:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn outage_reason_names_the_review_not_the_servers_message() {
+    let e = engine();
+    e.reviewer().set_down(true);
+    let Decision::Deny { reason, .. } = e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await
+    else {
+        panic!()
+    };
+    let text = reason.to_string();
+    assert!(
+        text.contains("tokenreview") && !text.contains("refused"),
+        "{text}"
+    );
+}

@@ -208,13 +208,29 @@ impl Default for CacheConfig {
 }
 
 /// How the action of a request is found when the Envoy route sets no `action`
-/// context extension (an Istio CUSTOM provider sends none). First matching rule wins.
+/// context extension (an Istio CUSTOM provider sends none). First matching rule wins; an
+/// unmatched request is `default` for safe methods (GET, HEAD, OPTIONS) and
+/// `default_unsafe` for every other method, so an ingest endpoint missing from the table
+/// needs `write`, never only `read`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActionConfig {
     pub rules: Vec<ActionRule>,
-    /// Action of a request that no rule matches.
+    /// Action of an unmatched GET, HEAD or OPTIONS.
     pub default: Action,
+    /// Action of an unmatched request with any other method.
+    pub default_unsafe: Action,
+}
+
+/// What a rule decides: an action, or `deny` for paths tenants must never reach (Tempo's
+/// operations endpoints, which are not tenant-scoped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Read,
+    Write,
+    Manage,
+    Deny,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -230,15 +246,15 @@ pub struct ActionRule {
     /// `/api/overrides/x`, not `/api/overridesx`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
-    pub action: Action,
+    pub action: RuleAction,
 }
 
 impl ActionRule {
-    fn new(methods: &[&str], path: Option<&str>, prefix: Option<&str>, action: Action) -> Self {
+    fn prefix(methods: &[&str], prefix: &str, action: RuleAction) -> Self {
         Self {
             methods: methods.iter().map(|m| m.to_string()).collect(),
-            path: path.map(str::to_string),
-            path_prefix: prefix.map(str::to_string),
+            path: None,
+            path_prefix: Some(prefix.to_string()),
             action,
         }
     }
@@ -263,44 +279,87 @@ impl ActionRule {
     }
 }
 
+/// Tempo's operations endpoints: not tenant-scoped, never served to a tenant.
+const OPS_PREFIXES: &[&str] = &[
+    "/flush",
+    "/shutdown",
+    "/ingester",
+    "/distributor",
+    "/compactor",
+    "/memberlist",
+    "/status",
+    "/metrics",
+    "/debug",
+    "/config",
+    "/runtime_config",
+    "/overrides",
+    "/usage_stats",
+];
+
 impl Default for ActionConfig {
     fn default() -> Self {
-        use Action::*;
+        use RuleAction::*;
+        let any: &[&str] = &[];
+        let mut rules = vec![
+            // Ingest, whatever the method: OTLP/HTTP, OTLP/gRPC, Jaeger (Thrift HTTP and
+            // gRPC), Zipkin v1/v2, OpenCensus. gRPC calls are POSTs to /<service>/<method>.
+            ActionRule::prefix(any, "/v1/traces", Write),
+            ActionRule::prefix(
+                any,
+                "/opentelemetry.proto.collector.trace.v1.TraceService",
+                Write,
+            ),
+            ActionRule::prefix(any, "/jaeger.api_v2.CollectorService", Write),
+            ActionRule::prefix(any, "/opencensus.proto.agent.trace.v1.TraceService", Write),
+            ActionRule::prefix(any, "/api/v1/spans", Write),
+            ActionRule::prefix(any, "/api/v2/spans", Write),
+            // Jaeger's collector path; GET /api/traces/<id> is a Tempo query.
+            ActionRule {
+                methods: vec!["POST".into(), "PUT".into()],
+                path: Some("/api/traces".into()),
+                path_prefix: None,
+                action: Write,
+            },
+            // Tempo's user-configurable overrides: changing them manages the tenant.
+            ActionRule::prefix(
+                &["POST", "PUT", "PATCH", "DELETE"],
+                "/api/overrides",
+                Manage,
+            ),
+            // Queries that are POSTs: search, trace diff/by-id v2, metrics, streaming gRPC.
+            ActionRule::prefix(&["POST"], "/api/search", Read),
+            ActionRule::prefix(&["POST"], "/api/v2/search", Read),
+            ActionRule::prefix(&["POST"], "/api/v2/traces", Read),
+            ActionRule::prefix(&["POST"], "/api/metrics", Read),
+            ActionRule::prefix(any, "/tempopb.StreamingQuerier", Read),
+        ];
+        rules.extend(
+            OPS_PREFIXES
+                .iter()
+                .map(|p| ActionRule::prefix(any, p, Deny)),
+        );
         Self {
-            rules: vec![
-                // OTLP/HTTP.
-                ActionRule::new(&["POST"], Some("/v1/traces"), None, Write),
-                // OTLP/gRPC (gRPC calls are POSTs to /<service>/<method>).
-                ActionRule::new(
-                    &[],
-                    None,
-                    Some("/opentelemetry.proto.collector.trace.v1.TraceService"),
-                    Write,
-                ),
-                // Jaeger Thrift over HTTP.
-                ActionRule::new(&["POST"], Some("/api/traces"), None, Write),
-                // Zipkin.
-                ActionRule::new(&["POST"], Some("/api/v2/spans"), None, Write),
-                // Tempo's user-configurable overrides: changing them is managing the tenant.
-                ActionRule::new(
-                    &["POST", "PUT", "PATCH", "DELETE"],
-                    None,
-                    Some("/api/overrides"),
-                    Manage,
-                ),
-            ],
-            default: Read,
+            rules,
+            default: Action::Read,
+            default_unsafe: Action::Write,
         }
     }
 }
 
 impl ActionConfig {
-    /// The action of a request by method and normalised path (no query string).
-    pub fn infer(&self, method: &str, path: &str) -> Action {
-        self.rules
-            .iter()
-            .find(|r| r.matches(method, path))
-            .map_or(self.default, |r| r.action)
+    /// The action of a request by method and normalised path (no query string); `None` when
+    /// a `deny` rule matches.
+    pub fn infer(&self, method: &str, path: &str) -> Option<Action> {
+        match self.rules.iter().find(|r| r.matches(method, path)) {
+            Some(rule) => match rule.action {
+                RuleAction::Read => Some(Action::Read),
+                RuleAction::Write => Some(Action::Write),
+                RuleAction::Manage => Some(Action::Manage),
+                RuleAction::Deny => None,
+            },
+            None if matches!(method, "GET" | "HEAD" | "OPTIONS") => Some(self.default),
+            None => Some(self.default_unsafe),
+        }
     }
 }
 
@@ -377,6 +436,9 @@ impl Config {
                 "decision_timeout",
                 "must be above 0 and at most 60s (keep it below Envoy's ext_authz timeout)".into(),
             );
+        }
+        if self.shutdown.delay > Duration::from_secs(300) {
+            return invalid("shutdown.delay", "must be at most 5m".into());
         }
         if self.shutdown.grace > Duration::from_secs(3600) {
             return invalid("shutdown.grace", "must be at most 1h".into());
@@ -515,28 +577,74 @@ mod tests {
     #[test]
     fn default_action_table_matches_tempo() {
         let a = ActionConfig::default();
-        assert_eq!(a.infer("POST", "/v1/traces"), Action::Write);
+        let w = Some(Action::Write);
+        let r = Some(Action::Read);
+        let m = Some(Action::Manage);
+        assert_eq!(a.infer("POST", "/v1/traces"), w);
         assert_eq!(
             a.infer(
                 "POST",
                 "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
             ),
-            Action::Write
+            w
         );
-        assert_eq!(a.infer("POST", "/api/traces"), Action::Write);
-        assert_eq!(a.infer("POST", "/api/v2/spans"), Action::Write);
-        for m in ["POST", "PUT", "PATCH", "DELETE"] {
-            assert_eq!(a.infer(m, "/api/overrides"), Action::Manage, "{m}");
+        assert_eq!(a.infer("POST", "/api/traces"), w);
+        assert_eq!(a.infer("POST", "/api/v2/spans"), w);
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            assert_eq!(a.infer(method, "/api/overrides"), m, "{method}");
         }
-        assert_eq!(a.infer("GET", "/api/overrides"), Action::Read);
-        assert_eq!(a.infer("POST", "/api/overridesx"), Action::Read);
-        assert_eq!(a.infer("GET", "/api/search"), Action::Read);
-        assert_eq!(a.infer("GET", "/api/traces/abc"), Action::Read);
-        assert_eq!(a.infer("POST", "/api/search"), Action::Read);
-        assert_eq!(a.infer("POST", "/api/v2/traces/diff"), Action::Read);
-        assert_eq!(
-            a.infer("POST", "/tempopb.StreamingQuerier/Search"),
-            Action::Read
-        );
+        assert_eq!(a.infer("GET", "/api/overrides"), r);
+        assert_eq!(a.infer("GET", "/api/search"), r);
+        assert_eq!(a.infer("GET", "/api/traces/abc"), r);
+        assert_eq!(a.infer("POST", "/api/search"), r);
+        assert_eq!(a.infer("POST", "/api/v2/traces/diff"), r);
+        assert_eq!(a.infer("POST", "/tempopb.StreamingQuerier/Search"), r);
+    }
+
+    #[test]
+    fn ingest_paths_need_write_whatever_the_method() {
+        let a = ActionConfig::default();
+        for (method, path) in [
+            ("PUT", "/api/v2/spans"),
+            ("POST", "/api/v1/spans"),
+            ("POST", "/jaeger.api_v2.CollectorService/PostSpans"),
+            (
+                "POST",
+                "/opencensus.proto.agent.trace.v1.TraceService/Export",
+            ),
+            ("PUT", "/v1/traces"),
+        ] {
+            assert_eq!(
+                a.infer(method, path),
+                Some(Action::Write),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn unmatched_unsafe_methods_need_write() {
+        let a = ActionConfig::default();
+        assert_eq!(a.infer("POST", "/"), Some(Action::Write));
+        assert_eq!(a.infer("POST", "/something/new"), Some(Action::Write));
+        assert_eq!(a.infer("DELETE", "/api/whatever"), Some(Action::Write));
+        assert_eq!(a.infer("GET", "/something/new"), Some(Action::Read));
+        assert_eq!(a.infer("POST", "/api/overridesx"), Some(Action::Write));
+    }
+
+    #[test]
+    fn operations_endpoints_are_denied() {
+        let a = ActionConfig::default();
+        for (method, path) in [
+            ("GET", "/shutdown"),
+            ("POST", "/flush"),
+            ("GET", "/metrics"),
+            ("GET", "/debug/pprof/heap"),
+            ("GET", "/status/config"),
+            ("GET", "/memberlist"),
+            ("POST", "/ingester/shutdown"),
+        ] {
+            assert_eq!(a.infer(method, path), None, "{method} {path}");
+        }
     }
 }

@@ -132,7 +132,14 @@ impl Metrics {
     }
 
     /// Records one answered Check.
-    pub fn check_answered(&self, decision: &Decision, action: Option<Action>, elapsed: Duration) {
+    /// `reviewed`: the request passed parsing and went to the decision engine.
+    pub fn check_answered(
+        &self,
+        decision: &Decision,
+        action: Option<Action>,
+        reviewed: bool,
+        elapsed: Duration,
+    ) {
         let (label, reason) = match decision {
             Decision::Allow { .. } => ("allow", "ok"),
             Decision::Deny { reason, .. } => ("deny", reason.kind()),
@@ -146,10 +153,10 @@ impl Metrics {
                 cached,
             })
             .inc();
-        let kind = match (action, decision.cached()) {
-            (None, _) => "rejected",
-            (Some(_), true) => "cached",
-            (Some(_), false) => "reviewed",
+        let kind = match (reviewed, decision.cached()) {
+            (false, _) => "rejected",
+            (true, true) => "cached",
+            (true, false) => "reviewed",
         };
         self.check_duration
             .get_or_create(&KindLabel { kind })

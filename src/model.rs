@@ -248,6 +248,8 @@ pub enum DenyReason {
         resource: String,
         detail: Option<String>,
     },
+    /// Inferred action only: the path is a Tempo operations endpoint, never served to tenants.
+    NotTenantPath,
     /// The decision could not be made (API error, timeout): fail closed.
     Unavailable(String),
     /// The route's configuration is wrong (e.g. an unknown `action` context extension).
@@ -263,7 +265,7 @@ impl DenyReason {
             | DenyReason::TokenTooLong { .. }
             | DenyReason::Unauthenticated { .. } => 401,
             DenyReason::BadTenant(_) => 400,
-            DenyReason::Forbidden { .. } => 403,
+            DenyReason::Forbidden { .. } | DenyReason::NotTenantPath => 403,
             DenyReason::Unavailable(_) => 503,
             DenyReason::Misconfigured(_) => 500,
         }
@@ -278,6 +280,7 @@ impl DenyReason {
             DenyReason::Unauthenticated { .. } => "unauthenticated",
             DenyReason::BadTenant(_) => "bad_tenant",
             DenyReason::Forbidden { .. } => "forbidden",
+            DenyReason::NotTenantPath => "not_tenant_path",
             DenyReason::Unavailable(_) => "unavailable",
             DenyReason::Misconfigured(_) => "misconfigured",
         }
@@ -328,6 +331,9 @@ impl fmt::Display for DenyReason {
                 }
                 Ok(())
             }
+            DenyReason::NotTenantPath => f.write_str(
+                "this path is a Tempo operations endpoint and is not served to tenants",
+            ),
             DenyReason::Unavailable(why) => {
                 write!(f, "cannot decide, failing closed: {why}")
             }

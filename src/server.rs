@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, Readiness};
@@ -62,8 +63,8 @@ pub async fn start(
                 config.authorization.clone(),
             );
             let probe = reviewer.clone();
-            start_with(config, reviewer, shutdown, move |readiness| {
-                tokio::spawn(wait_for_api(probe, readiness));
+            start_with(config, reviewer, shutdown, move |ready| {
+                tokio::spawn(wait_for_api(probe, ready));
             })
             .await
         }
@@ -91,13 +92,13 @@ async fn kube_client(config: &Config) -> Result<kube::Client> {
 }
 
 /// Marks the backend ready once `GET /version` answers; retries until it does.
-async fn wait_for_api(reviewer: KubeReviewer, readiness: Arc<Readiness>) {
+async fn wait_for_api(reviewer: KubeReviewer, ready: BackendReady) {
     let mut delay = Duration::from_millis(200);
     loop {
         match reviewer.reachable().await {
             Ok(version) => {
                 tracing::info!(%version, "Kubernetes API reached");
-                readiness.set_backend_ready();
+                ready.mark_ready().await;
                 return;
             }
             Err(error) => {
@@ -109,13 +110,36 @@ async fn wait_for_api(reviewer: KubeReviewer, readiness: Arc<Readiness>) {
     }
 }
 
-/// Starts the servers around any reviewer. `on_start` gets the readiness handle (e.g. to mark
-/// the backend ready once it answers).
+/// Marks the backend ready: `/readyz` 200 and gRPC health SERVING (unless shutting down).
+#[derive(Clone)]
+pub struct BackendReady {
+    readiness: Arc<Readiness>,
+    health: HealthReporter,
+}
+
+/// gRPC health name of the ext_authz service.
+const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+impl BackendReady {
+    pub async fn mark_ready(&self) {
+        self.readiness.set_backend_ready();
+        if self.readiness.check().is_ok() {
+            for name in ["", AUTHZ_SERVICE] {
+                self.health
+                    .set_service_status(name, ServingStatus::Serving)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Starts the servers around any reviewer. `on_start` gets the handle that marks the backend
+/// ready once it answers; until then `/readyz` is 503 and gRPC health NOT_SERVING.
 pub async fn start_with<R: Reviewer>(
     config: Config,
     reviewer: R,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_start: impl FnOnce(Arc<Readiness>),
+    on_start: impl FnOnce(BackendReady),
 ) -> Result<Running> {
     let mut registry = Registry::with_prefix("tenant_authz");
     let metrics = Arc::new(Metrics::register(&mut registry));
@@ -146,9 +170,11 @@ pub async fn start_with<R: Reviewer>(
     let admin_addr = local_addr(&admin_listener, config.admin_addr)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AuthorizationServer<CheckService<R>>>()
-        .await;
+    for name in ["", AUTHZ_SERVICE] {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
 
     // Phase 1 (signal): readiness and gRPC health go NOT_SERVING, serving continues for
     // `shutdown.delay`; phase 2: stop accepting and drain for at most `shutdown.grace`.
@@ -171,7 +197,10 @@ pub async fn start_with<R: Reviewer>(
     .with_graceful_shutdown(drained(drain_rx));
 
     tracing::info!(%grpc_addr, %admin_addr, "tenant-authz listening");
-    on_start(readiness.clone());
+    on_start(BackendReady {
+        readiness: readiness.clone(),
+        health: health.clone(),
+    });
     let shutdown_cfg = config.shutdown.clone();
     let task = tokio::spawn(async move {
         let grpc = tokio::spawn(grpc);
@@ -179,12 +208,11 @@ pub async fn start_with<R: Reviewer>(
         shutdown.await;
         tracing::info!(delay = ?shutdown_cfg.delay, grace = ?shutdown_cfg.grace, "shutting down");
         readiness.set_shutting_down();
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health
-            .set_not_serving::<AuthorizationServer<CheckService<R>>>()
-            .await;
+        for name in ["", AUTHZ_SERVICE] {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
         tokio::time::sleep(shutdown_cfg.delay).await;
         let _ = drain_tx.send(true);
         let drained = tokio::time::timeout(shutdown_cfg.grace, async {
@@ -230,4 +258,18 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr> {
     listener
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::server::NamedService;
+
+    #[test]
+    fn health_name_is_the_ext_authz_service() {
+        assert_eq!(
+            AUTHZ_SERVICE,
+            <AuthorizationServer<CheckService<crate::review::memory::MemoryReviewer>> as NamedService>::NAME
+        );
+    }
 }

@@ -652,7 +652,7 @@ async fn contract_statuses_through_envoy() {
             headers: vec![("authorization", &q), ("x-scope-orgid", "Team-A")],
             status: 400,
             reason: "bad_tenant",
-            body_has: &["bad tenant", "Team-A", "namespace name"],
+            body_has: &["bad tenant", "namespace name", "contains 'T'"],
             challenge: false,
         },
         Case {

@@ -402,3 +402,22 @@ async fn metrics_count_checks_cache_and_api_calls() {
         assert!(m.contains(line), "missing {line} in\n{m}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_token_review_echoing_the_token_is_503_and_never_logged() {
+    let fake = fake().await;
+    let authz = AuthzProcess::start(fake.kubeconfig_path(), &[]).await;
+    fake.set_fault_for(ReviewKind::TokenReview, Fault::UnparsableEcho);
+    let r = check(&authz, Some(QUERY), "showcase", Some("read"), "GET", "/").await;
+    assert_eq!(http_status(&r), 503);
+    assert!(!denied_body(&r).contains(&QUERY[..12]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = authz.log();
+    assert!(
+        log.contains("Kubernetes review failed"),
+        "the failure is logged"
+    );
+    for piece in [QUERY, &QUERY[..12], &QUERY[QUERY.len() - 12..]] {
+        assert!(!log.contains(piece), "a token fragment reached the log");
+    }
+}

@@ -8,8 +8,28 @@ use std::time::Duration;
 use support::authz::{binary, check_request, http_status, AuthzProcess};
 use support::envoy::free_port;
 use support::fake_kube::{FakeKube, FakeUser, Subject};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 const TOKEN: &str = "lifecycle-token-0123456789";
+
+async fn grpc_health(port: u16) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = HealthClient::new(channel);
+    let answer = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner();
+    ServingStatus::try_from(answer.status).expect("known status")
+}
 
 async fn fake() -> FakeKube {
     let fake = FakeKube::start().await;
@@ -69,6 +89,7 @@ async fn starts_with_no_config_file_using_kubeconfig_env() {
         .unwrap()
         .into_inner();
     assert_eq!(http_status(&r), 200);
+    assert_eq!(grpc_health(grpc).await, ServingStatus::Serving);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -93,6 +114,11 @@ async fn readyz_is_503_until_the_api_is_reached_and_healthz_is_200() {
     let (status, body) = authz.admin_get("/readyz").await.unwrap();
     assert_eq!(status, 503);
     assert!(body.contains("Kubernetes API"), "{body}");
+    // Envoy's active health check sees the same: NOT_SERVING.
+    assert_eq!(
+        grpc_health(authz.grpc_port).await,
+        ServingStatus::NotServing
+    );
     // Checks still answer, and fail closed.
     let r = authz
         .client()
@@ -208,6 +234,10 @@ async fn sigterm_turns_readyz_503_drains_in_flight_checks_and_exits_zero() {
             .expect("admin still up during the delay");
         assert_eq!(status, 503, "{signal}");
         assert!(body.contains("shutting down"), "{body}");
+        assert_eq!(
+            grpc_health(authz.grpc_port).await,
+            ServingStatus::NotServing
+        );
         let answer = in_flight.await.unwrap().expect("in-flight check answered");
         assert_eq!(http_status(&answer.into_inner()), 200, "{signal}");
         let exit = authz.wait_exit(Duration::from_secs(10)).await;

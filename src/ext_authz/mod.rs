@@ -1,7 +1,10 @@
 //! Envoy's `envoy.service.auth.v3.Authorization`: parse, decide, respond, record. A thin adapter.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
+
+use futures::FutureExt;
 
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
@@ -9,7 +12,7 @@ use tracing::Instrument;
 
 use crate::authorizer::Authorizer;
 use crate::metrics::Metrics;
-use crate::model::{Action, Decision};
+use crate::model::{Action, Decision, DenyReason};
 use crate::review::Reviewer;
 
 pub mod request;
@@ -56,12 +59,25 @@ impl<R: Reviewer> CheckService<R> {
     pub async fn decide(&self, req: &CheckRequest) -> CheckResponse {
         let started = Instant::now();
         let (action, parsed) = self.parser.parse(req);
+        let reviewed = parsed.is_ok();
         let decision = match parsed {
-            Ok(p) => self.authorizer.check(&p.token, p.tenants, p.action).await,
+            Ok(p) => {
+                // A panic must still be a denied CheckResponse: as a gRPC error it would hand
+                // the decision to Envoy's failure_mode_allow.
+                let check = self.authorizer.check(&p.token, p.tenants, p.action);
+                match AssertUnwindSafe(check).catch_unwind().await {
+                    Ok(decision) => decision,
+                    Err(_) => {
+                        tracing::error!("decision panicked; denying");
+                        Decision::deny(DenyReason::Unavailable("internal error".into()))
+                    }
+                }
+            }
             Err(reason) => Decision::deny(reason),
         };
         let elapsed = started.elapsed();
-        self.metrics.check_answered(&decision, action, elapsed);
+        self.metrics
+            .check_answered(&decision, action, reviewed, elapsed);
         log_decision(&decision, action, elapsed);
         response::build(&decision, action, &self.tenant_header)
     }

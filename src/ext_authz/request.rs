@@ -111,7 +111,10 @@ impl RequestParser {
                     )
                 }
             },
-            None => self.actions.infer(&http.method, &normalize_path(&http.path)),
+            None => match self.actions.infer(&http.method, &normalize_path(&http.path)) {
+                Some(a) => a,
+                None => return (None, Err(DenyReason::NotTenantPath)),
+            },
         };
         let parsed = self.token(http).and_then(|token| {
             let tenants = self.tenants(http)?;
@@ -196,14 +199,14 @@ impl RequestParser {
         for part in value.split('|') {
             if part.is_empty() {
                 return Err(bad(format!(
-                    "empty tenant in {name}: {:?}; separate tenants with a single '|'",
-                    truncate(value, 200)
+                    "empty tenant in {name}; separate tenants with a single '|'"
                 )));
             }
+            // The value is not echoed: a misconfigured client may put a credential here.
             let tenant = Tenant::parse(part).map_err(|e| {
                 bad(format!(
-                    "{:?} is not a namespace name: {e}",
-                    truncate(part, 80)
+                    "tenant #{} in {name} is not a namespace name: {e}",
+                    list.len() + 1
                 ))
             })?;
             if list.contains(&tenant) {

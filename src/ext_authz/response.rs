@@ -45,8 +45,9 @@ pub fn build(decision: &Decision, action: Option<Action>, tenant_header: &str) -
                 // Exactly one tenant header upstream, whatever the client sent: Envoy 1.40
                 // appends a second value unless told to overwrite.
                 headers: vec![header(tenant_header, tenants.canonical())],
-                // The token never goes upstream.
-                headers_to_remove: vec!["authorization".to_string()],
+                // The token never goes upstream; nor does Tempo's own tenant header when a
+                // different one is configured (Tempo would read it unchecked).
+                headers_to_remove: headers_to_remove(tenant_header),
                 ..Default::default()
             })),
         },
@@ -103,6 +104,17 @@ fn deny(reason: &DenyReason, action: Option<Action>, cached: bool) -> CheckRespo
         })),
     }
 }
+
+fn headers_to_remove(tenant_header: &str) -> Vec<String> {
+    let mut remove = vec!["authorization".to_string()];
+    if tenant_header != TEMPO_TENANT_HEADER {
+        remove.push(TEMPO_TENANT_HEADER.to_string());
+    }
+    remove
+}
+
+/// The header Tempo reads the tenant from.
+const TEMPO_TENANT_HEADER: &str = "x-scope-orgid";
 
 fn bool_str(b: bool) -> &'static str {
     if b {
@@ -226,5 +238,19 @@ mod tests {
                 .any(|h| h.header.as_ref().unwrap().key == "www-authenticate");
             assert_eq!(has, challenge, "{reason:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn another_tenant_header_also_strips_tempos() {
+        assert_eq!(headers_to_remove("x-scope-orgid"), vec!["authorization"]);
+        assert_eq!(
+            headers_to_remove("x-tenant"),
+            vec!["authorization", "x-scope-orgid"]
+        );
     }
 }

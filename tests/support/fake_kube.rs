@@ -140,6 +140,9 @@ pub enum Fault {
     Slow(Duration),
     /// Drop the connection without any HTTP answer (the client sees a connection error).
     CloseConnection,
+    /// Answer `201 Created` with the request echoed (a TokenReview's `spec.token` included, as
+    /// the real server does) and a `status` the client cannot parse.
+    UnparsableEcho,
 }
 
 /// A general RBAC-like rule: `subject` may `verbs` on `api_group`/`resource` (optionally only
@@ -665,6 +668,20 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Dro
             ))
         }
         Fault::CloseConnection => return Err(DropConnection),
+        Fault::UnparsableEcho => {
+            let mut echo = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+            if let Some(obj) = echo.as_object_mut() {
+                obj.insert(
+                    "status".into(),
+                    json!({"authenticated": "sometimes", "user": 7}),
+                );
+            }
+            return Ok(Response::builder()
+                .status(StatusCode::CREATED)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(echo.to_string())))
+                .expect("static response parts"));
+        }
         Fault::None | Fault::Slow(_) => {}
     }
 
