@@ -169,20 +169,16 @@ impl<R: Reviewer> Authorizer<R> {
                         value: identity.clone(),
                         ttl: cache.allowed_ttl,
                     }),
-                    Authorization::Denied { detail } => {
-                        let (verb, resource) = self.reviewer.describe(action);
-                        Err(Timed {
-                            value: Arc::new(DenyReason::Forbidden {
-                                user: identity.username.clone(),
-                                tenant: tenant.clone(),
-                                action,
-                                verb,
-                                resource,
-                                detail,
-                            }),
-                            ttl: cache.denied_ttl,
-                        })
-                    }
+                    Authorization::Denied { detail } => Err(Timed {
+                        value: Arc::new(DenyReason::Forbidden {
+                            user: identity.username.clone(),
+                            tenant: tenant.clone(),
+                            action,
+                            remedy: self.reviewer.remedy(tenant, action),
+                            detail,
+                        }),
+                        ttl: cache.denied_ttl,
+                    }),
                 })
             })
             .await;
@@ -246,6 +242,12 @@ impl<R: Reviewer> Authorizer<R> {
             .invalidate_positive_where(move |id| id.username == *u);
         self.identities
             .invalidate_positive_where(move |id| id.username == *user);
+    }
+
+    /// Drops every cached answer (after the static backend's data changed).
+    pub fn invalidate_all(&self) {
+        self.identities.clear();
+        self.decisions.clear();
     }
 
     /// Approximate cache sizes, for the scrape-time collector.

@@ -169,6 +169,12 @@ where
             .invalidate_entries_if(move |_, v| pred(&v.value));
     }
 
+    /// Drops every entry.
+    pub fn clear(&self) {
+        self.positive.invalidate_all();
+        self.negative.invalidate_all();
+    }
+
     pub fn sizes(&self) -> (u64, u64) {
         (self.positive.entry_count(), self.negative.entry_count())
     }

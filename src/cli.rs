@@ -30,6 +30,9 @@ pub struct Cli {
     #[arg(long)]
     pub print_config: bool,
 
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// ext_authz gRPC listen address [default: 0.0.0.0:9001]
     #[arg(long, env = "TENANT_AUTHZ_GRPC_ADDR", value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
@@ -116,6 +119,27 @@ pub struct Cli {
     pub cache_identity_ttl: Option<Duration>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Read a token on stdin and print its SHA-256, for the static backend's identities.
+    /// One trailing newline is ignored; the token itself is never printed.
+    HashToken,
+}
+
+/// The static backend's key for a token read from stdin.
+pub fn hash_token(input: &str) -> Result<String, &'static str> {
+    let token = input
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(input);
+    if token.trim().is_empty() {
+        return Err("no token on stdin");
+    }
+    Ok(crate::model::BearerToken::from_secret(token.to_string())
+        .hash()
+        .to_hex())
+}
+
 impl Cli {
     /// The effective configuration: file (or defaults), then these overrides, validated.
     pub fn load(&self) -> Result<Config, Error> {
@@ -151,6 +175,7 @@ impl Cli {
         if let Some(k) = &self.kubeconfig {
             c.kubernetes.kubeconfig = Some(k.clone());
         }
+        c.source = self.config.clone();
         c.validate()?;
         Ok(c)
     }

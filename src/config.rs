@@ -35,6 +35,12 @@ pub struct Config {
     pub authorization: SarConfig,
     pub cache: CacheConfig,
     pub actions: ActionConfig,
+    /// Identities and grants of the static backend (`backend: static`).
+    #[serde(rename = "static", skip_serializing_if = "StaticConfig::is_empty")]
+    pub static_: StaticConfig,
+    /// The file this configuration was read from (watched for reloads); not a config field.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -52,6 +58,8 @@ impl Default for Config {
             authorization: SarConfig::default(),
             cache: CacheConfig::default(),
             actions: ActionConfig::default(),
+            static_: StaticConfig::default(),
+            source: None,
         }
     }
 }
@@ -68,6 +76,46 @@ pub enum LogFormat {
 pub enum Backend {
     /// TokenReview + SubjectAccessReview against the Kubernetes API (`KUBECONFIG` or in-cluster).
     Kubernetes,
+    /// Identities and grants from the `static` section of this file, reloaded when it changes:
+    /// for the demo, development, and Tempo outside Kubernetes.
+    Static,
+}
+
+/// The static backend's data: who a token is (by SHA-256, never the token), and what they
+/// may do.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticConfig {
+    pub identities: Vec<StaticIdentity>,
+    pub grants: Vec<StaticGrant>,
+}
+
+impl StaticConfig {
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty() && self.grants.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticIdentity {
+    /// Lowercase hex SHA-256 of the token (`tenant-authz hash-token`).
+    pub sha256: String,
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticGrant {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Namespace names, or `*` for every tenant.
+    pub tenants: Vec<String>,
+    pub actions: Vec<Action>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -475,6 +523,7 @@ impl Config {
         if c.max_negative_entries == 0 {
             return invalid("cache.max_negative_entries", "must be at least 1".into());
         }
+        self.validate_static()?;
         for (i, rule) in self.actions.rules.iter().enumerate() {
             let field = format!("actions.rules[{i}]");
             if rule.path.is_none() && rule.path_prefix.is_none() {
@@ -492,6 +541,70 @@ impl Config {
                         format!("{m:?} is not an upper-case HTTP method"),
                     );
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_static(&self) -> Result<(), Error> {
+        let invalid = |field: String, reason: String| Err(Error::ConfigInvalid { field, reason });
+        let s = &self.static_;
+        if self.backend != Backend::Static {
+            if !s.is_empty() {
+                return invalid(
+                    "static".into(),
+                    "is set but backend is not static; set `backend: static` or remove it".into(),
+                );
+            }
+            return Ok(());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, id) in s.identities.iter().enumerate() {
+            let field = |f: &str| format!("static.identities[{i}].{f}");
+            let h = &id.sha256;
+            if h.len() != 64
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return invalid(
+                    field("sha256"),
+                    "must be 64 lowercase hex digits: the output of `tenant-authz hash-token`"
+                        .into(),
+                );
+            }
+            if !seen.insert(h.as_str()) {
+                return invalid(field("sha256"), "the same token hash appears twice".into());
+            }
+            if id.username.trim().is_empty() {
+                return invalid(field("username"), "is empty".into());
+            }
+        }
+        for (i, g) in s.grants.iter().enumerate() {
+            let field = |f: &str| format!("static.grants[{i}].{f}");
+            if g.users.is_empty() && g.groups.is_empty() {
+                return invalid(
+                    field("users"),
+                    "a grant needs at least one user or group".into(),
+                );
+            }
+            if g.tenants.is_empty() {
+                return invalid(
+                    field("tenants"),
+                    "is empty (use \"*\" for every tenant)".into(),
+                );
+            }
+            for (j, t) in g.tenants.iter().enumerate() {
+                if t != "*" {
+                    if let Err(e) = crate::model::Tenant::parse(t) {
+                        return invalid(format!("static.grants[{i}].tenants[{j}]"), e.to_string());
+                    }
+                }
+            }
+            if g.actions.is_empty() {
+                return invalid(field("actions"), "is empty (read, write or manage)".into());
             }
         }
         Ok(())
@@ -572,6 +685,44 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("actions.rules[0]"));
+    }
+
+    #[test]
+    fn static_section_is_validated_field_by_field() {
+        let base = "backend: static\nstatic:\n  identities:\n  - sha256: SHA\n    username: u\n  grants:\n  - users: [u]\n    tenants: [TENANT]\n    actions: [read]\n";
+        let good = "a".repeat(64);
+        let ok = base.replace("SHA", &good).replace("TENANT", "team-a");
+        Config::from_yaml(&ok).unwrap().validate().unwrap();
+        let cases = [
+            (
+                base.replace("SHA", "abc").replace("TENANT", "a"),
+                "static.identities[0].sha256",
+            ),
+            (
+                base.replace("SHA", &"A".repeat(64)).replace("TENANT", "a"),
+                "static.identities[0].sha256",
+            ),
+            (
+                base.replace("SHA", &good).replace("TENANT", "Team"),
+                "static.grants[0].tenants[0]",
+            ),
+            (
+                base.replace("SHA", &good)
+                    .replace("TENANT", "a")
+                    .replace("backend: static", "backend: kubernetes"),
+                "static",
+            ),
+        ];
+        for (yaml, field) in cases {
+            let err = Config::from_yaml(&yaml)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("field {field}:")), "{err}");
+        }
+        let wildcard = base.replace("SHA", &good).replace("TENANT", "\"*\"");
+        Config::from_yaml(&wildcard).unwrap().validate().unwrap();
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ext_authz;
 pub mod metrics;
 pub mod model;
+pub mod reload;
 pub mod review;
 pub mod server;
 pub mod telemetry;

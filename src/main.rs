@@ -2,11 +2,21 @@
 
 use anyhow::Context;
 use clap::Parser;
-use tenant_authz::cli::Cli;
+use std::io::Read;
+
+use tenant_authz::cli::{hash_token, Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::HashToken) = cli.command {
+        let mut input = String::new();
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("cannot read the token from stdin")?;
+        println!("{}", hash_token(&input).map_err(anyhow::Error::msg)?);
+        return Ok(());
+    }
     let config = cli.load().context("invalid configuration")?;
     if cli.print_config {
         print!("{}", serde_yaml_ng::to_string(&config)?);

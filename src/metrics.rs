@@ -58,6 +58,13 @@ pub struct Metrics {
     reviews: Family<ReviewLabels, Counter>,
     review_duration: HistogramFamily<KindLabel>,
     reviews_in_flight: Gauge,
+    reloads: Family<OutcomeLabel, Counter>,
+    last_reload_ok: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 /// Which cache a lookup went to.
@@ -90,7 +97,10 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 14))
             }),
             reviews_in_flight: Gauge::default(),
+            reloads: Family::default(),
+            last_reload_ok: Gauge::default(),
         };
+        m.last_reload_ok.set(1);
         registry.register(
             "checks",
             "Checks answered, by decision, reason, action and whether the answer was cached",
@@ -120,6 +130,16 @@ impl Metrics {
             "kube_requests_in_flight",
             "Reviews in flight to the Kubernetes API",
             m.reviews_in_flight.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Reloads of the static backend's config file, by outcome (ok, error)",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the last config reload succeeded (or none happened), 0 if it failed",
+            m.last_reload_ok.clone(),
         );
         let build: Family<VersionLabel, Gauge> = Family::default();
         build
@@ -161,6 +181,13 @@ impl Metrics {
         self.check_duration
             .get_or_create(&KindLabel { kind })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A config reload finished (`ok`) or was rejected, keeping the running config.
+    pub fn config_reloaded(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.last_reload_ok.set(i64::from(ok));
     }
 
     pub fn cache_lookup(&self, cache: CacheName, result: CacheResult) {

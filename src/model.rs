@@ -244,8 +244,8 @@ pub enum DenyReason {
         user: String,
         tenant: Tenant,
         action: Action,
-        verb: String,
-        resource: String,
+        /// What would grant it, in the backend's terms.
+        remedy: String,
         detail: Option<String>,
     },
     /// Inferred action only: the path is a Tempo operations endpoint, never served to tenants.
@@ -317,14 +317,12 @@ impl fmt::Display for DenyReason {
                 user,
                 tenant,
                 action,
-                verb,
-                resource,
+                remedy,
                 detail,
             } => {
                 write!(
                     f,
-                    "user {user:?} may not {action} traces of tenant \"{tenant}\": \
-                     grant verb {verb:?} on {resource} in namespace \"{tenant}\" with a Role and RoleBinding"
+                    "user {user:?} may not {action} traces of tenant \"{tenant}\": {remedy}"
                 )?;
                 if let Some(d) = detail.as_deref().filter(|d| !d.is_empty()) {
                     write!(f, " ({d})")?;

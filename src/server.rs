@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::ext_authz::{CheckService, RequestParser};
 use crate::metrics::{CacheSizeCollector, Metrics};
 use crate::review::kube::KubeReviewer;
+use crate::review::static_::StaticReviewer;
 use crate::review::Reviewer;
 
 /// A started tenant-authz: its bound addresses, and a handle to wait for its end.
@@ -63,11 +64,48 @@ pub async fn start(
                 config.authorization.clone(),
             );
             let probe = reviewer.clone();
-            start_with(config, reviewer, shutdown, move |ready| {
-                tokio::spawn(wait_for_api(probe, ready));
+            start_with(config, reviewer, shutdown, move |started| {
+                tokio::spawn(ignore_sighup());
+                tokio::spawn(wait_for_api(probe, started.ready));
             })
             .await
         }
+        Backend::Static => {
+            let reviewer = Arc::new(StaticReviewer::new(&config.static_));
+            tracing::info!(
+                identities = config.static_.identities.len(),
+                grants = config.static_.grants.len(),
+                "static backend"
+            );
+            let watched = config.clone();
+            let handle = reviewer.clone();
+            start_with(config, reviewer, shutdown, move |started| {
+                tokio::spawn(async move {
+                    // The config is loaded: ready at once.
+                    started.ready.mark_ready().await;
+                    crate::reload::watch_static(
+                        watched,
+                        handle,
+                        started.authorizer,
+                        started.metrics,
+                    )
+                    .await;
+                });
+            })
+            .await
+        }
+    }
+}
+
+/// SIGHUP would end the process by default; with the Kubernetes backend there is nothing to
+/// reload, so say so instead.
+async fn ignore_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: nothing to reload with the kubernetes backend");
     }
 }
 
@@ -133,13 +171,20 @@ impl BackendReady {
     }
 }
 
-/// Starts the servers around any reviewer. `on_start` gets the handle that marks the backend
-/// ready once it answers; until then `/readyz` is 503 and gRPC health NOT_SERVING.
+/// What a backend gets once the servers listen.
+pub struct Started<R> {
+    /// Marks the backend ready; until then `/readyz` is 503 and gRPC health NOT_SERVING.
+    pub ready: BackendReady,
+    pub authorizer: Arc<Authorizer<R>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Starts the servers around any reviewer; `on_start` runs once they listen.
 pub async fn start_with<R: Reviewer>(
     config: Config,
     reviewer: R,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_start: impl FnOnce(BackendReady),
+    on_start: impl FnOnce(Started<R>),
 ) -> Result<Running> {
     let mut registry = Registry::with_prefix("tenant_authz");
     let metrics = Arc::new(Metrics::register(&mut registry));
@@ -152,6 +197,7 @@ pub async fn start_with<R: Reviewer>(
         },
         metrics.clone(),
     ));
+    let for_backend = (authorizer.clone(), metrics.clone());
     let sizes = authorizer.clone();
     registry.register_collector(Box::new(CacheSizeCollector::new(move || {
         sizes.cache_sizes()
@@ -197,9 +243,13 @@ pub async fn start_with<R: Reviewer>(
     .with_graceful_shutdown(drained(drain_rx));
 
     tracing::info!(%grpc_addr, %admin_addr, "tenant-authz listening");
-    on_start(BackendReady {
-        readiness: readiness.clone(),
-        health: health.clone(),
+    on_start(Started {
+        ready: BackendReady {
+            readiness: readiness.clone(),
+            health: health.clone(),
+        },
+        authorizer: for_backend.0,
+        metrics: for_backend.1,
     });
     let shutdown_cfg = config.shutdown.clone();
     let task = tokio::spawn(async move {

@@ -172,10 +172,11 @@ impl Reviewer for KubeReviewer {
         })
     }
 
-    fn describe(&self, action: Action) -> (String, String) {
-        (
-            self.sar.verb(action).to_string(),
-            self.sar.resource_display(),
+    fn remedy(&self, tenant: &Tenant, action: Action) -> String {
+        format!(
+            "grant verb {:?} on {} in namespace \"{tenant}\" with a Role and RoleBinding",
+            self.sar.verb(action),
+            self.sar.resource_display()
         )
     }
 }

@@ -107,7 +107,7 @@ impl Reviewer for MemoryReviewer {
         })
     }
 
-    fn describe(&self, action: Action) -> (String, String) {
-        (action.as_str().to_string(), "traces".to_string())
+    fn remedy(&self, tenant: &Tenant, action: Action) -> String {
+        format!("grant {action} on \"{tenant}\"")
     }
 }

@@ -7,6 +7,7 @@ use crate::model::{Action, BearerToken, Identity, Tenant};
 
 pub mod kube;
 pub mod memory;
+pub mod static_;
 
 /// Answer of an authentication (TokenReview).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +87,6 @@ pub trait Reviewer: Send + Sync + 'static {
         action: Action,
     ) -> impl Future<Output = Result<Authorization, ReviewError>> + Send;
 
-    /// SAR verb and resource of an action, for the 403 message ("grant verb get on ...").
-    fn describe(&self, action: Action) -> (String, String);
+    /// What would allow `action` on `tenant`, in this backend's terms, for the 403 message.
+    fn remedy(&self, tenant: &Tenant, action: Action) -> String;
 }

@@ -35,6 +35,22 @@ impl AuthzProcess {
 
     /// Starts without waiting for readiness.
     pub fn spawn(kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> AuthzProcess {
+        let mut all: Vec<&str> = vec!["--kubeconfig", kubeconfig.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        Self::spawn_args(&all, env)
+    }
+
+    /// Starts with a config file (e.g. the static backend) and waits for `/readyz`.
+    pub async fn start_with_config(config: &Path, args: &[&str]) -> AuthzProcess {
+        let mut all: Vec<&str> = vec!["--config", config.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        let p = Self::spawn_args(&all, &[]);
+        p.wait_ready(Duration::from_secs(20)).await;
+        p
+    }
+
+    /// Starts with loopback ports, `RUST_LOG=debug` and exactly these extra arguments.
+    pub fn spawn_args(args: &[&str], env: &[(&str, &str)]) -> AuthzProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("tenant-authz.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -45,8 +61,6 @@ impl AuthzProcess {
             .arg(format!("127.0.0.1:{grpc_port}"))
             .arg("--admin-addr")
             .arg(format!("127.0.0.1:{admin_port}"))
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
             .args(args)
             .env("RUST_LOG", "debug")
             .env_remove("KUBECONFIG")

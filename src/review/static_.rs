@@ -1,0 +1,235 @@
+//! The static backend: identities by token SHA-256 and grants from the config file, swapped
+//! atomically on reload so no check ever sees half a file.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::{Authentication, Authorization, ReviewError, Reviewer};
+use crate::config::StaticConfig;
+use crate::model::{Action, BearerToken, Identity, Tenant, TokenHash};
+
+/// Identities and grants, compiled for lookups.
+#[derive(Debug, Default)]
+struct Data {
+    identities: HashMap<TokenHash, Identity>,
+    grants: Vec<Grant>,
+}
+
+#[derive(Debug)]
+struct Grant {
+    users: Vec<String>,
+    groups: Vec<String>,
+    /// `None`: every tenant.
+    tenants: Option<Vec<String>>,
+    actions: Vec<Action>,
+}
+
+impl Grant {
+    fn allows(&self, identity: &Identity, tenant: &Tenant, action: Action) -> bool {
+        let subject = self.users.contains(&identity.username)
+            || self
+                .groups
+                .iter()
+                .any(|g| identity.groups.iter().any(|ig| ig == g));
+        let tenant_ok = self
+            .tenants
+            .as_ref()
+            .is_none_or(|ts| ts.iter().any(|t| t == tenant.as_str()));
+        subject && tenant_ok && self.actions.contains(&action)
+    }
+}
+
+/// Parses a validated config's hex hash.
+fn parse_hash(hex: &str) -> Option<TokenHash> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(TokenHash(out))
+}
+
+impl Data {
+    fn compile(config: &StaticConfig) -> Self {
+        let identities = config
+            .identities
+            .iter()
+            .filter_map(|id| {
+                Some((
+                    parse_hash(&id.sha256)?,
+                    Identity {
+                        username: id.username.clone(),
+                        uid: String::new(),
+                        groups: id.groups.clone(),
+                        extra: Default::default(),
+                    },
+                ))
+            })
+            .collect();
+        let grants = config
+            .grants
+            .iter()
+            .map(|g| Grant {
+                users: g.users.clone(),
+                groups: g.groups.clone(),
+                tenants: (!g.tenants.iter().any(|t| t == "*")).then(|| g.tenants.clone()),
+                actions: g.actions.clone(),
+            })
+            .collect();
+        Self { identities, grants }
+    }
+}
+
+/// Answers reviews from the static section of the config.
+#[derive(Debug, Default)]
+pub struct StaticReviewer {
+    data: RwLock<Arc<Data>>,
+}
+
+impl StaticReviewer {
+    /// Built from a validated config (`Config::validate` checks hashes and tenants).
+    pub fn new(config: &StaticConfig) -> Self {
+        Self {
+            data: RwLock::new(Arc::new(Data::compile(config))),
+        }
+    }
+
+    /// Swaps in new identities and grants; checks in flight finish on the old ones.
+    pub fn replace(&self, config: &StaticConfig) {
+        let data = Arc::new(Data::compile(config));
+        *self.data.write().unwrap_or_else(|p| p.into_inner()) = data;
+    }
+
+    fn snapshot(&self) -> Arc<Data> {
+        self.data.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn identities(&self) -> usize {
+        self.snapshot().identities.len()
+    }
+}
+
+impl Reviewer for Arc<StaticReviewer> {
+    async fn authenticate(&self, token: &BearerToken) -> Result<Authentication, ReviewError> {
+        Ok(match self.snapshot().identities.get(&token.hash()) {
+            Some(identity) => Authentication::Authenticated {
+                identity: identity.clone(),
+                audiences: Vec::new(),
+            },
+            None => Authentication::Unauthenticated {
+                detail: Some("unknown token".into()),
+            },
+        })
+    }
+
+    async fn authorize(
+        &self,
+        identity: &Identity,
+        tenant: &Tenant,
+        action: Action,
+    ) -> Result<Authorization, ReviewError> {
+        let data = self.snapshot();
+        Ok(
+            if data
+                .grants
+                .iter()
+                .any(|g| g.allows(identity, tenant, action))
+            {
+                Authorization::Allowed
+            } else {
+                Authorization::Denied { detail: None }
+            },
+        )
+    }
+
+    fn remedy(&self, tenant: &Tenant, action: Action) -> String {
+        format!(
+            "add a grant with action {action} on tenant \"{tenant}\" to the static backend's config"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StaticGrant, StaticIdentity};
+
+    fn config() -> StaticConfig {
+        StaticConfig {
+            identities: vec![StaticIdentity {
+                sha256: BearerToken::from_secret("tok".into()).hash().to_hex(),
+                username: "alice".into(),
+                groups: vec!["team".into()],
+            }],
+            grants: vec![
+                StaticGrant {
+                    users: vec![],
+                    groups: vec!["team".into()],
+                    tenants: vec!["a".into()],
+                    actions: vec![Action::Read],
+                },
+                StaticGrant {
+                    users: vec!["alice".into()],
+                    groups: vec![],
+                    tenants: vec!["*".into()],
+                    actions: vec![Action::Write],
+                },
+            ],
+        }
+    }
+
+    fn t(name: &str) -> Tenant {
+        Tenant::parse(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_are_known_by_hash_only() {
+        let r = Arc::new(StaticReviewer::new(&config()));
+        let ok = r
+            .authenticate(&BearerToken::from_secret("tok".into()))
+            .await;
+        assert!(
+            matches!(ok, Ok(Authentication::Authenticated { identity, .. }) if identity.username == "alice")
+        );
+        let no = r
+            .authenticate(&BearerToken::from_secret("other".into()))
+            .await;
+        assert!(matches!(no, Ok(Authentication::Unauthenticated { .. })));
+    }
+
+    #[tokio::test]
+    async fn grants_match_users_groups_tenants_and_actions() {
+        let r = Arc::new(StaticReviewer::new(&config()));
+        let alice = Identity {
+            username: "alice".into(),
+            groups: vec!["team".into()],
+            ..Default::default()
+        };
+        let bob = Identity {
+            username: "bob".into(),
+            groups: vec!["team".into()],
+            ..Default::default()
+        };
+        let allowed = |r: Result<Authorization, ReviewError>| r == Ok(Authorization::Allowed);
+        assert!(allowed(r.authorize(&bob, &t("a"), Action::Read).await));
+        assert!(!allowed(r.authorize(&bob, &t("b"), Action::Read).await));
+        assert!(!allowed(r.authorize(&bob, &t("a"), Action::Write).await));
+        assert!(allowed(
+            r.authorize(&alice, &t("anything"), Action::Write).await
+        ));
+        assert!(!allowed(r.authorize(&alice, &t("b"), Action::Manage).await));
+    }
+
+    #[tokio::test]
+    async fn replace_swaps_the_data() {
+        let r = Arc::new(StaticReviewer::new(&config()));
+        r.replace(&StaticConfig::default());
+        let no = r
+            .authenticate(&BearerToken::from_secret("tok".into()))
+            .await;
+        assert!(matches!(no, Ok(Authentication::Unauthenticated { .. })));
+    }
+}
