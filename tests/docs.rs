@@ -51,6 +51,12 @@ fn readme_documents_every_config_field() {
     let readme = readme();
     let mut config = Config::default();
     config.kubernetes.kubeconfig = Some("/k".into());
+    config.static_.grants.push(tenant_authz::config::StaticGrant {
+        users: vec!["u".into()],
+        groups: vec![],
+        tenants: vec!["*".into()],
+        actions: vec![],
+    });
     let yaml = serde_yaml_ng::to_value(&config).unwrap();
     let mut paths = Vec::new();
     field_paths("", &yaml, &mut paths);
@@ -60,7 +66,8 @@ fn readme_documents_every_config_field() {
             || readme.contains(&format!("`{path}` / "))
             || (path.starts_with("authorization.verbs")
                 && readme.contains("`authorization.verbs.read`"))
-            || (path.starts_with("actions.") && readme.contains("`actions.rules`"));
+            || (path.starts_with("actions.") && readme.contains("`actions.rules`"))
+            || (path.starts_with("static.") && readme.contains("`static.grants`"));
         assert!(documented, "README lacks config field `{path}`");
     }
 }
