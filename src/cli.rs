@@ -82,6 +82,10 @@ pub struct Cli {
     #[arg(long, env = "TENANT_AUTHZ_MAX_CONCURRENT_REVIEWS", value_name = "N")]
     pub max_concurrent_reviews: Option<usize>,
 
+    /// SAR shape: namespace, or tempo-gateway (the Tempo Operator gateway's) [default: namespace]
+    #[arg(long, env = "TENANT_AUTHZ_SAR_MAPPING", value_enum)]
+    pub sar_mapping: Option<crate::config::SarMapping>,
+
     /// SubjectAccessReview API group [default: tempo.grafana.com]
     #[arg(long, env = "TENANT_AUTHZ_SAR_GROUP", value_name = "GROUP")]
     pub sar_group: Option<String>,
@@ -163,6 +167,7 @@ impl Cli {
             shutdown_grace => shutdown.grace,
             audiences => kubernetes.audiences,
             max_concurrent_reviews => kubernetes.max_concurrent_reviews,
+            sar_mapping => authorization.mapping,
             sar_group => authorization.group,
             sar_resource => authorization.resource,
             cache_max_entries => cache.max_entries,

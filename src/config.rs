@@ -165,6 +165,10 @@ impl Default for KubernetesConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SarConfig {
+    /// How a tenant appears in the SAR: `namespace` (the tenant is a namespace; verbs on
+    /// `resource` there) or `tempo-gateway` (the Tempo Operator gateway's cluster-scoped shape:
+    /// the tenant is the resource, `resource` is the name).
+    pub mapping: SarMapping,
     /// API group of the SAR's resourceAttributes.
     pub group: String,
     /// Resource of the SAR's resourceAttributes.
@@ -176,11 +180,22 @@ pub struct SarConfig {
 impl Default for SarConfig {
     fn default() -> Self {
         Self {
+            mapping: SarMapping::Namespace,
             group: "tempo.grafana.com".into(),
             resource: "traces".into(),
             verbs: Verbs::default(),
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SarMapping {
+    /// `{namespace: <tenant>, group, resource, verb}`: a tenant admin grants with a Role.
+    Namespace,
+    /// `{group, resource: <tenant>, name: <resource>, verb}`, cluster scope: the ClusterRoles
+    /// written for the Tempo Operator's gateway keep working.
+    TempoGateway,
 }
 
 impl SarConfig {

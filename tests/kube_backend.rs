@@ -421,3 +421,38 @@ async fn unparsable_token_review_echoing_the_token_is_503_and_never_logged() {
         assert!(!log.contains(piece), "a token fragment reached the log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tempo_gateway_mapping_asks_the_operators_cluster_scoped_question() {
+    use support::fake_kube::GrantRule;
+    let fake = fake().await;
+    // The ClusterRole shape of the Tempo Operator's gateway: resource = tenant, name = traces.
+    fake.grant_rule(
+        GrantRule::new(
+            Subject::Group("system:serviceaccounts:showcase".into()),
+            None,
+            "tempo.grafana.com",
+            "payments",
+            &["get"],
+        )
+        .with_name("traces"),
+    );
+    let authz =
+        AuthzProcess::start(fake.kubeconfig_path(), &["--sar-mapping", "tempo-gateway"]).await;
+    assert_eq!(read(&authz, QUERY, "payments").await, 200);
+    // The namespace-scoped Role of `showcase` does not answer this question.
+    let r = check(&authz, Some(QUERY), "showcase", Some("read"), "GET", "/").await;
+    assert_eq!(http_status(&r), 403);
+    assert!(
+        denied_body(&r).contains("ClusterRole"),
+        "{}",
+        denied_body(&r)
+    );
+    let sars = fake.received_subject_access_reviews();
+    let ra = &sars[0]["spec"]["resourceAttributes"];
+    assert_eq!(ra["resource"], "payments");
+    assert_eq!(ra["name"], "traces");
+    assert_eq!(ra["group"], "tempo.grafana.com");
+    assert_eq!(ra["verb"], "get");
+    assert!(ra.get("namespace").is_none_or(|n| n.is_null()), "{ra}");
+}

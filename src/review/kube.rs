@@ -8,7 +8,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
-use crate::config::SarConfig;
+use crate::config::{SarConfig, SarMapping};
 use crate::model::{Action, BearerToken, Identity, Tenant};
 
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -69,6 +69,30 @@ fn review_error(kind: ReviewKind, err: kube::Error, token: Option<&BearerToken>)
             kind,
             message: scrub(other.to_string()),
         },
+    }
+}
+
+impl KubeReviewer {
+    /// What the SAR asks about, by the configured mapping.
+    fn resource_attributes(&self, tenant: &Tenant, action: Action) -> ResourceAttributes {
+        let verb = Some(self.sar.verb(action).to_string());
+        let group = Some(self.sar.group.clone());
+        match self.sar.mapping {
+            SarMapping::Namespace => ResourceAttributes {
+                namespace: Some(tenant.to_string()),
+                verb,
+                group,
+                resource: Some(self.sar.resource.clone()),
+                ..Default::default()
+            },
+            SarMapping::TempoGateway => ResourceAttributes {
+                verb,
+                group,
+                resource: Some(tenant.to_string()),
+                name: Some(self.sar.resource.clone()),
+                ..Default::default()
+            },
+        }
     }
 }
 
@@ -137,13 +161,7 @@ impl Reviewer for KubeReviewer {
         let kind = ReviewKind::SubjectAccessReview;
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    namespace: Some(tenant.to_string()),
-                    verb: Some(self.sar.verb(action).to_string()),
-                    group: Some(self.sar.group.clone()),
-                    resource: Some(self.sar.resource.clone()),
-                    ..Default::default()
-                }),
+                resource_attributes: Some(self.resource_attributes(tenant, action)),
                 user: Some(identity.username.clone()),
                 uid: (!identity.uid.is_empty()).then(|| identity.uid.clone()),
                 groups: Some(identity.groups.clone()),
@@ -173,10 +191,19 @@ impl Reviewer for KubeReviewer {
     }
 
     fn remedy(&self, tenant: &Tenant, action: Action) -> String {
-        format!(
-            "grant verb {:?} on {} in namespace \"{tenant}\" with a Role and RoleBinding",
-            self.sar.verb(action),
-            self.sar.resource_display()
-        )
+        match self.sar.mapping {
+            SarMapping::Namespace => format!(
+                "grant verb {:?} on {} in namespace \"{tenant}\" with a Role and RoleBinding",
+                self.sar.verb(action),
+                self.sar.resource_display()
+            ),
+            SarMapping::TempoGateway => format!(
+                "grant verb {:?} on resource \"{tenant}\" (resourceNames: [{}]) in API group {} \
+                 with a ClusterRole and ClusterRoleBinding",
+                self.sar.verb(action),
+                self.sar.resource,
+                self.sar.group
+            ),
+        }
     }
 }
