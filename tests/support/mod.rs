@@ -4,5 +4,6 @@
 pub mod authz;
 pub mod envoy;
 pub mod fake_kube;
+pub mod stack;
 pub mod tls;
 pub mod upstream;
