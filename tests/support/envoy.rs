@@ -320,3 +320,113 @@ impl Drop for Envoy {
         let _ = self.child.wait();
     }
 }
+
+// ------------------------------------------------------------------ production configs
+//
+// `envoy/query-frontend.yaml` and `envoy/ingest-frontend.yaml` carry real deployment values
+// (listed in each file's header). A local run replaces them by exact string: every
+// occurrence, the header's copy included (each file has each value exactly twice).
+
+/// query-frontend.yaml: the HTTPS listener for queries.
+pub const QUERY_LISTENER: &str = "{ address: 0.0.0.0, port_value: 3200 }";
+/// query-frontend.yaml: the Tempo query frontend upstream.
+pub const TEMPO_QUERY_FRONTEND: &str =
+    "{ address: tempo-tempo-query-frontend.monitoring.svc.cluster.local, port_value: 3200 }";
+/// ingest-frontend.yaml: the OTLP/gRPC (TLS, h2) listener.
+pub const OTLP_GRPC_LISTENER: &str = "{ address: 0.0.0.0, port_value: 4317 }";
+/// ingest-frontend.yaml: the OTLP/HTTP (TLS, h1 + h2) listener.
+pub const OTLP_HTTP_LISTENER: &str = "{ address: 0.0.0.0, port_value: 4318 }";
+/// ingest-frontend.yaml: the distributor's OTLP/gRPC receiver.
+pub const DISTRIBUTOR_OTLP_GRPC: &str =
+    "{ address: tempo-tempo-distributor.monitoring.svc.cluster.local, port_value: 4317 }";
+/// ingest-frontend.yaml: the distributor's OTLP/HTTP receiver.
+pub const DISTRIBUTOR_OTLP_HTTP: &str =
+    "{ address: tempo-tempo-distributor.monitoring.svc.cluster.local, port_value: 4318 }";
+/// Both files: the plain-HTTP listener exposing only `/ready` and `/stats/prometheus`.
+pub const PROBES_LISTENER: &str = "{ address: 0.0.0.0, port_value: 9902 }";
+/// Both files: Envoy's admin API (also the `envoy_admin` cluster, through a YAML alias).
+pub const ADMIN_ADDRESS: &str = "{ address: 127.0.0.1, port_value: 9901 }";
+/// Both files: tenant-authz's gRPC address.
+pub const TENANT_AUTHZ: &str =
+    "{ address: tenant-authz.monitoring.svc.cluster.local, port_value: 9001 }";
+/// Both files: the server certificate chain (PEM).
+pub const TLS_CERT_PATH: &str = "/etc/tenant-authz/tls/tls.crt";
+/// Both files: the server private key (PEM).
+pub const TLS_KEY_PATH: &str = "/etc/tenant-authz/tls/tls.key";
+/// Both files: the JSON access log.
+pub const ACCESS_LOG_PATH: &str = "/dev/stdout";
+
+/// The deployment values of `envoy/<file>`, in the order of its header.
+pub fn deployment_values(file: &str) -> &'static [&'static str] {
+    match file {
+        "query-frontend.yaml" => &[
+            QUERY_LISTENER,
+            PROBES_LISTENER,
+            ADMIN_ADDRESS,
+            TEMPO_QUERY_FRONTEND,
+            TENANT_AUTHZ,
+            TLS_CERT_PATH,
+            TLS_KEY_PATH,
+            ACCESS_LOG_PATH,
+        ],
+        "ingest-frontend.yaml" => &[
+            OTLP_GRPC_LISTENER,
+            OTLP_HTTP_LISTENER,
+            PROBES_LISTENER,
+            ADMIN_ADDRESS,
+            DISTRIBUTOR_OTLP_GRPC,
+            DISTRIBUTOR_OTLP_HTTP,
+            TENANT_AUTHZ,
+            TLS_CERT_PATH,
+            TLS_KEY_PATH,
+            ACCESS_LOG_PATH,
+        ],
+        other => panic!("no production Envoy config named {other:?}"),
+    }
+}
+
+/// The replacement for a `{ address: ..., port_value: ... }` deployment value.
+pub fn socket(address: &str, port: u16) -> String {
+    format!("{{ address: {address}, port_value: {port} }}")
+}
+
+/// `envoy/<file>` as shipped.
+pub fn production_config(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("envoy")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// A production config from envoy/ with its deployment values replaced for a local run.
+///
+/// Reads `<manifest>/envoy/<file>` and replaces every occurrence of each `(exact string,
+/// replacement)`; panics if a string is not found. Replacing [`ACCESS_LOG_PATH`] by
+/// `"{{ACCESS_LOG}}"` hands the access log to [`Envoy::start`] ([`Envoy::access_log`]).
+pub fn localize(file: &str, replacements: &[(&str, String)]) -> String {
+    let mut yaml = production_config(file);
+    for (from, to) in replacements {
+        assert!(
+            yaml.contains(from),
+            "envoy/{file}: deployment value {from:?} not found (renamed, or replaced twice?)"
+        );
+        yaml = yaml.replace(from, to);
+    }
+    yaml
+}
+
+/// Writes the server certificate chain and key of `certs` as `tls.crt` / `tls.key` into
+/// `dir`; returns `[(TLS_CERT_PATH, crt path), (TLS_KEY_PATH, key path)]` for [`localize`].
+pub fn write_server_certs(
+    dir: &Path,
+    certs: &super::tls::TestCerts,
+) -> [(&'static str, String); 2] {
+    let crt = dir.join("tls.crt");
+    let key = dir.join("tls.key");
+    std::fs::write(&crt, certs.server_chain_pem()).expect("write tls.crt");
+    std::fs::write(&key, &certs.server_key_pem).expect("write tls.key");
+    [
+        (TLS_CERT_PATH, crt.display().to_string()),
+        (TLS_KEY_PATH, key.display().to_string()),
+    ]
+}
