@@ -118,7 +118,7 @@ impl Metrics {
         );
         registry.register(
             "kube_requests",
-            "Reviews sent to the Kubernetes API, by kind and outcome",
+            "Reviews sent to the backend (Kubernetes API calls; static backend: lookups), by kind and outcome",
             m.reviews.clone(),
         );
         registry.register(
