@@ -51,12 +51,15 @@ fn readme_documents_every_config_field() {
     let readme = readme();
     let mut config = Config::default();
     config.kubernetes.kubeconfig = Some("/k".into());
-    config.static_.grants.push(tenant_authz::config::StaticGrant {
-        users: vec!["u".into()],
-        groups: vec![],
-        tenants: vec!["*".into()],
-        actions: vec![],
-    });
+    config
+        .static_
+        .grants
+        .push(tenant_authz::config::StaticGrant {
+            users: vec!["u".into()],
+            groups: vec![],
+            tenants: vec!["*".into()],
+            actions: vec![],
+        });
     let yaml = serde_yaml_ng::to_value(&config).unwrap();
     let mut paths = Vec::new();
     field_paths("", &yaml, &mut paths);
