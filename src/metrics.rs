@@ -3,6 +3,7 @@
 //! Cache sizes are read at scrape time by a collector instead of being updated on every write.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -14,7 +15,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::model::{Action, Decision};
+use crate::model::{Action, Decision, DenyReason};
 use crate::review::ReviewKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,10 +50,22 @@ struct VersionLabel {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Outcomes of a Check for the counter table: `ok` (allow) then every deny kind.
+const OUTCOMES: usize = 1 + DenyReason::KINDS.len();
+/// `read`, `write`, `manage`, `unknown`.
+const ACTIONS: usize = 4;
+
 /// The metrics of tenant-authz.
+///
+/// The Check path never takes the families' locks: counters are resolved once (lazily, per
+/// label combination) into lock-free tables of handles; cache counters and duration histograms
+/// are resolved at registration.
 #[derive(Debug)]
 pub struct Metrics {
     checks: Family<CheckLabels, Counter>,
+    check_handles: Box<[OnceLock<Counter>]>,
+    duration_handles: [Histogram; 3],
+    cache_handles: [[Counter; 4]; 2],
     check_duration: HistogramFamily<KindLabel>,
     cache_lookups: Family<CacheLabels, Counter>,
     reviews: Family<ReviewLabels, Counter>,
@@ -86,12 +99,27 @@ pub enum CacheResult {
 impl Metrics {
     /// Registers every metric under `registry` (which the caller prefixes with `tenant_authz`).
     pub fn register(registry: &mut Registry) -> Self {
+        let check_duration: HistogramFamily<KindLabel> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.5, 14)));
+        let duration_handles = ["rejected", "cached", "reviewed"]
+            .map(|kind| check_duration.get_or_create(&KindLabel { kind }).clone());
+        let cache_lookups: Family<CacheLabels, Counter> = Family::default();
+        let cache_handles = ["identity", "decision"].map(|cache| {
+            ["hit", "negative_hit", "miss", "coalesced"].map(|result| {
+                cache_lookups
+                    .get_or_create(&CacheLabels { cache, result })
+                    .clone()
+            })
+        });
         let m = Self {
             checks: Family::default(),
-            check_duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.000_05, 2.5, 14))
-            }),
-            cache_lookups: Family::default(),
+            check_handles: (0..OUTCOMES * ACTIONS * 2)
+                .map(|_| OnceLock::new())
+                .collect(),
+            duration_handles,
+            cache_handles,
+            check_duration,
+            cache_lookups,
             reviews: Family::default(),
             review_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 14))
@@ -160,27 +188,40 @@ impl Metrics {
         reviewed: bool,
         elapsed: Duration,
     ) {
-        let (label, reason) = match decision {
-            Decision::Allow { .. } => ("allow", "ok"),
-            Decision::Deny { reason, .. } => ("deny", reason.kind()),
+        let outcome = match decision {
+            Decision::Allow { .. } => 0,
+            Decision::Deny { reason, .. } => 1 + reason.kind_index(),
         };
-        let cached = if decision.cached() { "true" } else { "false" };
-        self.checks
-            .get_or_create(&CheckLabels {
-                decision: label,
-                reason,
-                action: action.map_or("unknown", Action::as_str),
-                cached,
+        let action_index = match action {
+            Some(Action::Read) => 0,
+            Some(Action::Write) => 1,
+            Some(Action::Manage) => 2,
+            None => 3,
+        };
+        let cached = decision.cached();
+        let slot = (outcome * ACTIONS + action_index) * 2 + usize::from(cached);
+        self.check_handles[slot]
+            .get_or_init(|| {
+                let (label, reason) = match decision {
+                    Decision::Allow { .. } => ("allow", "ok"),
+                    Decision::Deny { reason, .. } => ("deny", reason.kind()),
+                };
+                self.checks
+                    .get_or_create(&CheckLabels {
+                        decision: label,
+                        reason,
+                        action: action.map_or("unknown", Action::as_str),
+                        cached: if cached { "true" } else { "false" },
+                    })
+                    .clone()
             })
             .inc();
-        let kind = match (reviewed, decision.cached()) {
-            (false, _) => "rejected",
-            (true, true) => "cached",
-            (true, false) => "reviewed",
+        let kind = match (reviewed, cached) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) => 2,
         };
-        self.check_duration
-            .get_or_create(&KindLabel { kind })
-            .observe(elapsed.as_secs_f64());
+        self.duration_handles[kind].observe(elapsed.as_secs_f64());
     }
 
     /// A config reload finished (`ok`) or was rejected, keeping the running config.
@@ -191,19 +232,13 @@ impl Metrics {
     }
 
     pub fn cache_lookup(&self, cache: CacheName, result: CacheResult) {
-        let cache = match cache {
-            CacheName::Identity => "identity",
-            CacheName::Decision => "decision",
-        };
         let result = match result {
-            CacheResult::Hit => "hit",
-            CacheResult::NegativeHit => "negative_hit",
-            CacheResult::Miss => "miss",
-            CacheResult::Coalesced => "coalesced",
+            CacheResult::Hit => 0,
+            CacheResult::NegativeHit => 1,
+            CacheResult::Miss => 2,
+            CacheResult::Coalesced => 3,
         };
-        self.cache_lookups
-            .get_or_create(&CacheLabels { cache, result })
-            .inc();
+        self.cache_handles[cache as usize][result].inc();
     }
 
     /// A review is about to be sent; the guard records its outcome and latency when dropped,

@@ -273,16 +273,34 @@ impl DenyReason {
 
     /// Bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.kind_index()]
+    }
+
+    /// Every value of [`DenyReason::kind`], indexed by [`DenyReason::kind_index`].
+    pub const KINDS: [&'static str; 9] = [
+        "missing_credentials",
+        "malformed_credentials",
+        "token_too_long",
+        "unauthenticated",
+        "bad_tenant",
+        "forbidden",
+        "not_tenant_path",
+        "unavailable",
+        "misconfigured",
+    ];
+
+    /// Position of this reason's kind in [`DenyReason::KINDS`] (metric handle tables).
+    pub fn kind_index(&self) -> usize {
         match self {
-            DenyReason::MissingCredentials => "missing_credentials",
-            DenyReason::MalformedCredentials(_) => "malformed_credentials",
-            DenyReason::TokenTooLong { .. } => "token_too_long",
-            DenyReason::Unauthenticated { .. } => "unauthenticated",
-            DenyReason::BadTenant(_) => "bad_tenant",
-            DenyReason::Forbidden { .. } => "forbidden",
-            DenyReason::NotTenantPath => "not_tenant_path",
-            DenyReason::Unavailable(_) => "unavailable",
-            DenyReason::Misconfigured(_) => "misconfigured",
+            DenyReason::MissingCredentials => 0,
+            DenyReason::MalformedCredentials(_) => 1,
+            DenyReason::TokenTooLong { .. } => 2,
+            DenyReason::Unauthenticated { .. } => 3,
+            DenyReason::BadTenant(_) => 4,
+            DenyReason::Forbidden { .. } => 5,
+            DenyReason::NotTenantPath => 6,
+            DenyReason::Unavailable(_) => 7,
+            DenyReason::Misconfigured(_) => 8,
         }
     }
 
@@ -344,7 +362,8 @@ impl fmt::Display for DenyReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow {
-        identity: Arc<Identity>,
+        /// The authenticated user name (for logs and Envoy's access log).
+        user: Arc<str>,
         tenants: Tenants,
         action: Action,
         cached: bool,

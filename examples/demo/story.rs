@@ -424,7 +424,10 @@ pub fn decision_detail(log: &str, rid: &str) -> Option<String> {
             }
             _ => v,
         })
-        .filter(|v| v["message"] == "check" && v["span"]["request_id"] == rid)
+        // The request id is a field of the line (older builds put it on a `check` span).
+        .filter(|v| {
+            v["message"] == "check" && (v["request_id"] == rid || v["span"]["request_id"] == rid)
+        })
         .find_map(|v| v["detail"].as_str().map(str::to_string))
 }
 

@@ -8,7 +8,6 @@ use futures::FutureExt;
 
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::authorizer::Authorizer;
 use crate::metrics::Metrics;
@@ -78,35 +77,58 @@ impl<R: Reviewer> CheckService<R> {
         let elapsed = started.elapsed();
         self.metrics
             .check_answered(&decision, action, reviewed, elapsed);
-        log_decision(&decision, action, elapsed);
+        log_decision(&decision, action, elapsed, request_id(req));
         response::build(&decision, action, &self.tenant_header)
     }
 }
 
 /// One structured line per decision: info for denials and reviewed allows, debug for cached
 /// allows (Envoy's access log already has them, and a line costs more than the Check).
-fn log_decision(decision: &Decision, action: Option<Action>, elapsed: std::time::Duration) {
+fn log_decision(
+    decision: &Decision,
+    action: Option<Action>,
+    elapsed: std::time::Duration,
+    request_id: &str,
+) {
     let action = action.map_or("unknown", Action::as_str);
     let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     match decision {
         Decision::Allow {
-            identity,
+            user,
             tenants,
             cached,
             ..
         } => {
             if *cached {
-                tracing::debug!(decision = "allow", user = %identity.username, tenants = tenants.canonical(), action, cached, latency_us, "check");
+                tracing::debug!(
+                    request_id,
+                    decision = "allow",
+                    user = &**user,
+                    tenants = tenants.canonical(),
+                    action,
+                    cached,
+                    latency_us,
+                    "check"
+                );
             } else {
-                tracing::info!(decision = "allow", user = %identity.username, tenants = tenants.canonical(), action, cached, latency_us, "check");
+                tracing::info!(
+                    request_id,
+                    decision = "allow",
+                    user = &**user,
+                    tenants = tenants.canonical(),
+                    action,
+                    cached,
+                    latency_us,
+                    "check"
+                );
             }
         }
         Decision::Deny { reason, cached } => {
             let status = reason.http_status();
             if status >= 500 {
-                tracing::warn!(decision = "deny", status, reason = reason.kind(), detail = %reason, action, cached, latency_us, "check");
+                tracing::warn!(request_id, decision = "deny", status, reason = reason.kind(), detail = %reason, action, cached, latency_us, "check");
             } else {
-                tracing::info!(decision = "deny", status, reason = reason.kind(), detail = %reason, action, cached, latency_us, "check");
+                tracing::info!(request_id, decision = "deny", status, reason = reason.kind(), detail = %reason, action, cached, latency_us, "check");
             }
         }
     }
@@ -119,22 +141,26 @@ impl<R: Reviewer> Authorization for CheckService<R> {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let req = request.into_inner();
-        let request_id = req
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref())
-            .map(|h| {
-                h.headers
-                    .get("x-request-id")
-                    .map(String::as_str)
-                    .unwrap_or(h.id.as_str())
-            })
-            .unwrap_or("");
-        let span = tracing::info_span!("check", request_id = %truncate_id(request_id));
-        let response = self.decide(&req).instrument(span).await;
-        Ok(Response::new(response))
+        Ok(Response::new(self.decide(&req).await))
     }
+}
+
+/// Envoy's request id (`x-request-id`, else the attribute id), bounded: logs carry it as a
+/// field instead of a span per Check, which would cost about as much as a cached decision.
+fn request_id(req: &CheckRequest) -> &str {
+    let id = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .map(|h| {
+            h.headers
+                .get("x-request-id")
+                .map(String::as_str)
+                .unwrap_or(h.id.as_str())
+        })
+        .unwrap_or("");
+    truncate_id(id)
 }
 
 /// Request ids come from the client side; bound what reaches the logs.

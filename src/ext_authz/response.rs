@@ -24,7 +24,7 @@ const UNAUTHENTICATED: i32 = 16;
 pub fn build(decision: &Decision, action: Option<Action>, tenant_header: &str) -> CheckResponse {
     match decision {
         Decision::Allow {
-            identity,
+            user,
             tenants,
             action,
             cached,
@@ -35,7 +35,7 @@ pub fn build(decision: &Decision, action: Option<Action>, tenant_header: &str) -
             }),
             dynamic_metadata: Some(metadata([
                 ("decision", "allow"),
-                ("user", identity.username.as_str()),
+                ("user", user),
                 ("tenants", tenants.canonical()),
                 ("action", action.as_str()),
                 ("reason", "ok"),
@@ -154,15 +154,12 @@ fn metadata<const N: usize>(fields: [(&str, &str); N]) -> Struct {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Identity, Tenant, Tenants};
+    use crate::model::{Tenant, Tenants};
     use std::sync::Arc;
 
     fn allow() -> Decision {
         Decision::Allow {
-            identity: Arc::new(Identity {
-                username: "system:serviceaccount:a:query".into(),
-                ..Default::default()
-            }),
+            user: Arc::from("system:serviceaccount:a:query"),
             tenants: Tenants::new(vec![
                 Tenant::parse("a").unwrap(),
                 Tenant::parse("b").unwrap(),
