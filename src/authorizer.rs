@@ -38,6 +38,9 @@ pub struct KnownIdentity {
     /// The user name, shared with every decision cached for this token.
     pub user: Arc<str>,
     pub expires_at: Instant,
+    /// The identities cache's generation when the TokenReview began: a decision made with an
+    /// identity from before an invalidation is answered but not cached.
+    pub generation: u64,
 }
 
 /// Decides Checks. Cheap to share behind an `Arc`.
@@ -142,18 +145,25 @@ impl<R: Reviewer> Authorizer<R> {
         action: Action,
     ) -> Option<Result<Arc<str>, Arc<DenyReason>>> {
         let mut user = None;
+        let mut complete = true;
         for tenant in tenants.iter() {
             let key = DecisionKey {
                 token: hash,
                 tenant: tenant.clone(),
                 action,
             };
-            match self.decisions.get_cached(&key)? {
-                Ok(u) => user = Some(u),
-                Err(reason) => return Some(Err(reason)),
+            match self.decisions.get_cached(&key) {
+                Some(Ok(u)) => user = Some(u),
+                // A cached denial of any tenant answers, whatever the others are.
+                Some(Err(reason)) => return Some(Err(reason)),
+                None => complete = false,
             }
         }
-        user.map(Ok)
+        if complete {
+            user.map(Ok)
+        } else {
+            None
+        }
     }
 
     fn deadline_passed(&self) -> DenyReason {
@@ -173,6 +183,7 @@ impl<R: Reviewer> Authorizer<R> {
         let (outcome, source) = self
             .identities
             .get_or_load(&hash, async {
+                let generation = self.identities.generation();
                 let answer = self
                     .review(ReviewKind::TokenReview, self.reviewer.authenticate(token))
                     .await?;
@@ -184,6 +195,7 @@ impl<R: Reviewer> Authorizer<R> {
                                 user: identity.username.as_str().into(),
                                 identity,
                                 expires_at: Instant::now() + ttl,
+                                generation,
                             }),
                             ttl,
                         })
@@ -235,10 +247,15 @@ impl<R: Reviewer> Authorizer<R> {
                 Ok(match answer {
                     Authorization::Allowed => Ok(Timed {
                         value: known.user.clone(),
-                        // Never outlive the identity the decision was made for.
-                        ttl: cache
-                            .allowed_ttl
-                            .min(known.expires_at.saturating_duration_since(Instant::now())),
+                        // Never outlive the identity the decision was made for, nor keep a
+                        // decision made with an identity from before an invalidation.
+                        ttl: if known.generation == self.identities.generation() {
+                            cache
+                                .allowed_ttl
+                                .min(known.expires_at.saturating_duration_since(Instant::now()))
+                        } else {
+                            Duration::ZERO
+                        },
                     }),
                     Authorization::Denied { detail } => Err(Timed {
                         value: Arc::new(DenyReason::Forbidden {
@@ -370,8 +387,8 @@ fn unavailable(e: &ReviewError) -> DenyReason {
 pub fn identity_ttl(configured: Duration, token: &BearerToken, now: SystemTime) -> Duration {
     match jwt_expiry(token.expose_secret()) {
         Some(exp) => {
-            let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-            configured.min(Duration::from_secs(exp.saturating_sub(now)))
+            let expires = UNIX_EPOCH + Duration::from_secs(exp);
+            configured.min(expires.duration_since(now).unwrap_or_default())
         }
         None => configured,
     }

@@ -432,3 +432,34 @@ async fn a_decision_never_outlives_the_identity_ttl() {
     assert!(d.is_allowed() && !d.cached(), "{d:?}");
     assert_eq!(e.reviewer().token_reviews(), 2);
 }
+
+#[tokio::test]
+async fn a_cached_denial_answers_even_when_another_tenant_is_uncached() {
+    let e = engine();
+    assert_eq!(
+        status(
+            &e.check(&token("tok-query"), tenants("z"), Action::Read)
+                .await
+        ),
+        403
+    );
+    let sars = e.reviewer().access_reviews();
+    for _ in 0..5 {
+        let d = e
+            .check(&token("tok-query"), tenants("a|z"), Action::Read)
+            .await;
+        assert_eq!((status(&d), d.cached()), (403, true));
+    }
+    assert_eq!(
+        e.reviewer().access_reviews(),
+        sars,
+        "no review started and abandoned"
+    );
+}
+
+#[test]
+fn identity_ttl_is_not_rounded_past_the_exp() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_029_999);
+    let ttl = identity_ttl(Duration::from_secs(120), &token(&jwt(1_000_030)), now);
+    assert_eq!(ttl, Duration::from_millis(1));
+}

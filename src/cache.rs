@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -140,6 +141,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
         lock(self.shard(&key)).put(key, entry);
     }
 
+    fn remove(&self, key: &K) {
+        lock(self.shard(key)).pop(key);
+    }
+
     fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
         for shard in self.shards.iter() {
             lock(shard).retain(|k, e| keep(k, &e.value));
@@ -155,15 +160,23 @@ impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
 type Flight<P, N> = watch::Receiver<Option<Outcome<P, N>>>;
 
 /// Removes a load from the in-flight table when the loader finishes or is cancelled; dropping
-/// the sender wakes the waiters, who then take over if no answer was sent.
+/// the sender wakes the waiters, who then take over if no answer was sent. Only its own entry:
+/// an invalidation may have emptied the table and a newer load may hold the key.
 struct FlightGuard<'a, K: Hash + Eq, P, N> {
     inflight: &'a Mutex<HashMap<K, Flight<P, N>>>,
     key: &'a K,
+    own: Flight<P, N>,
 }
 
 impl<K: Hash + Eq, P, N> Drop for FlightGuard<'_, K, P, N> {
     fn drop(&mut self) {
-        lock(self.inflight).remove(self.key);
+        let mut inflight = lock(self.inflight);
+        if inflight
+            .get(self.key)
+            .is_some_and(|f| f.same_channel(&self.own))
+        {
+            inflight.remove(self.key);
+        }
     }
 }
 
@@ -172,6 +185,8 @@ pub struct Tier<K, P, N> {
     positive: Sharded<K, P>,
     negative: Sharded<K, N>,
     inflight: Mutex<HashMap<K, Flight<P, N>>>,
+    /// Bumped by every invalidation: a load that began before it is answered but not stored.
+    generation: AtomicU64,
 }
 
 impl<K, P, N> Tier<K, P, N>
@@ -185,7 +200,13 @@ where
             positive: Sharded::new(max_positive),
             negative: Sharded::new(max_negative),
             inflight: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The invalidation generation (see [`Tier::clear`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The cached answer for `key`, positive or negative (the fast path: no await).
@@ -215,9 +236,16 @@ where
                 match inflight.get(key) {
                     Some(flight) => Err(flight.clone()),
                     None => {
+                        // A loader stores its answer before it leaves this table: look again
+                        // under the lock, or a load that just finished would run twice.
+                        match self.get_cached(key) {
+                            Some(Ok(hit)) => return (Outcome::Positive(hit), Source::Hit),
+                            Some(Err(hit)) => return (Outcome::Negative(hit), Source::Hit),
+                            None => {}
+                        }
                         let (tx, rx) = watch::channel(None);
-                        inflight.insert(key.clone(), rx);
-                        Ok(tx)
+                        inflight.insert(key.clone(), rx.clone());
+                        Ok((tx, rx))
                     }
                 }
             };
@@ -231,11 +259,13 @@ where
                         }
                     }
                 }
-                Ok(tx) => {
+                Ok((tx, own)) => {
                     let _guard = FlightGuard {
                         inflight: &self.inflight,
                         key,
+                        own,
                     };
+                    let generation = self.generation();
                     let Some(load) = load.take() else {
                         // Unreachable: a call becomes the loader at most once.
                         return (
@@ -246,15 +276,25 @@ where
                             Source::Loaded,
                         );
                     };
-                    let outcome = match load.await {
+                    let answer = load.await;
+                    // Invalidated while loading: the answer may predate the change; give it to
+                    // this Check and its waiters, but do not keep it.
+                    let store = self.generation() == generation;
+                    let outcome = match answer {
                         Ok(Ok(positive)) => {
                             let value = positive.value.clone();
-                            self.positive.insert(key.clone(), positive);
+                            if store {
+                                self.negative.remove(key);
+                                self.positive.insert(key.clone(), positive);
+                            }
                             Outcome::Positive(value)
                         }
                         Ok(Err(negative)) => {
                             let value = negative.value.clone();
-                            self.negative.insert(key.clone(), negative);
+                            if store {
+                                self.positive.remove(key);
+                                self.negative.insert(key.clone(), negative);
+                            }
                             Outcome::Negative(value)
                         }
                         Err(e) => Outcome::Failed(e),
@@ -266,19 +306,29 @@ where
         }
     }
 
+    /// Starts a new generation: loads in flight will not be stored, and later misses do not
+    /// join them.
+    fn new_generation(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        lock(&self.inflight).clear();
+    }
+
     /// Drops every entry, positive and negative, whose key matches.
     pub fn invalidate_if(&self, pred: impl Fn(&K) -> bool) {
+        self.new_generation();
         self.positive.retain(|k, _| !pred(k));
         self.negative.retain(|k, _| !pred(k));
     }
 
     /// Drops positive entries whose value matches (e.g. a user's allows).
     pub fn invalidate_positive_where(&self, pred: impl Fn(&P) -> bool) {
+        self.new_generation();
         self.positive.retain(|_, v| !pred(v));
     }
 
     /// Drops every entry.
     pub fn clear(&self) {
+        self.new_generation();
         self.positive.retain(|_, _| false);
         self.negative.retain(|_, _| false);
     }
@@ -340,6 +390,47 @@ mod tests {
             },
         );
         assert_eq!(s.get(&1), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_loaded_across_an_invalidation_is_not_kept() {
+        let t = Arc::new(tier());
+        let loading = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                // The answer is decided now, then the review takes a while to return.
+                t.get_or_load(&9, async {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    Ok(Ok(Timed {
+                        value: "old grant",
+                        ttl: Duration::from_secs(60),
+                    }))
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        t.clear();
+        // A miss after the invalidation does not join the old load.
+        let (out, src) = t
+            .get_or_load(&9, async {
+                Ok(Err(Timed {
+                    value: "revoked",
+                    ttl: Duration::from_secs(60),
+                }))
+            })
+            .await;
+        assert!(matches!(out, Outcome::Negative("revoked")));
+        assert_eq!(src, Source::Loaded);
+        let (old, _) = loading.await.unwrap();
+        assert!(
+            matches!(old, Outcome::Positive("old grant")),
+            "its own caller still gets it"
+        );
+        assert!(
+            matches!(t.get_cached(&9), Some(Err("revoked"))),
+            "the stale allow must not be stored"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -536,14 +536,14 @@ impl Config {
             return invalid("authorization.group", "has whitespace".into());
         }
         let c = &self.cache;
-        if c.max_entries == 0 {
-            return invalid("cache.max_entries", "must be at least 1".into());
-        }
-        if c.max_identities == 0 {
-            return invalid("cache.max_identities", "must be at least 1".into());
-        }
-        if c.max_negative_entries == 0 {
-            return invalid("cache.max_negative_entries", "must be at least 1".into());
+        for (field, value) in [
+            ("cache.max_entries", c.max_entries),
+            ("cache.max_identities", c.max_identities),
+            ("cache.max_negative_entries", c.max_negative_entries),
+        ] {
+            if !(1..=MAX_CACHE_ENTRIES).contains(&value) {
+                return invalid(field, format!("{value} is outside 1..={MAX_CACHE_ENTRIES}"));
+            }
         }
         self.validate_static()?;
         for (i, rule) in self.actions.rules.iter().enumerate() {
@@ -633,6 +633,9 @@ impl Config {
     }
 }
 
+/// Caches reserve their capacity up front; beyond this a typo would exhaust memory.
+const MAX_CACHE_ENTRIES: u64 = 10_000_000;
+
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| {
@@ -693,6 +696,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("tenant_header"));
+        let mut c = Config::default();
+        c.cache.max_entries = 20_000_000;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("cache.max_entries"));
         let mut c = Config::default();
         c.kubernetes.max_concurrent_reviews = 0;
         assert!(c
