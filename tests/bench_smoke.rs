@@ -6,62 +6,28 @@
 //! The script builds `tenant-authz` and the examples itself in the debug profile the tests use
 //! (same features, nothing rebuilt), with the test process's CARGO_* variables removed.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use support::script;
 
 /// Generous: on a fresh checkout the script may compile the examples first.
 const TIMEOUT: Duration = Duration::from_secs(900);
 
-fn drain(mut from: impl std::io::Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = from.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
 #[test]
 fn bench_smoke_runs_every_part() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench");
-    let mut child = Command::new(script)
-        .arg("--smoke")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/bench --smoke");
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // SIGTERM first: the benchmark then stops what it started.
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            std::thread::sleep(Duration::from_secs(5));
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "scripts/bench --smoke did not finish within {TIMEOUT:?}\n--- stdout ---\n{}\n\
-                 --- stderr ---\n{}",
-                stdout.join().unwrap(),
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let (out, err) = (stdout.join().unwrap(), stderr.join().unwrap());
-    let transcript = format!("exit: {status}\n--- stdout ---\n{out}\n--- stderr ---\n{err}");
+    let mut cmd = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench"));
+    cmd.arg("--smoke");
+    let run = script::run(cmd, TIMEOUT);
+    let transcript = run.transcript();
     assert!(
-        status.success(),
+        run.status.success(),
         "scripts/bench --smoke failed\n{transcript}"
     );
+    let out = &run.stdout;
 
     for expected in [
         "machine: ",

@@ -5,85 +5,28 @@
 //! The script builds `tenant-authz` and the `demo` example itself (debug profile, the tests'
 //! features, so nothing is rebuilt twice) and installs Envoy 1.40 unless `ENVOY_BIN` is set.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use support::script::{self, Run};
 
 /// Generous: on a fresh checkout the script compiles the example first.
 const TIMEOUT: Duration = Duration::from_secs(900);
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn transcript(&self) -> String {
-        format!(
-            "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-fn drain(mut from: impl std::io::Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = from.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
 /// Runs `scripts/demo args` with stdin closed and `TMPDIR=tmp` (so its temp dir is known).
 fn run_demo(args: &[&str], ci: bool, tmp: &Path) -> Run {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
-    let mut cmd = Command::new(script);
-    cmd.args(args)
-        .env("TMPDIR", tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"));
+    cmd.args(args).env("TMPDIR", tmp);
     if ci {
         cmd.env("CI", "true");
     } else {
         cmd.env_remove("CI");
     }
-    let mut child = cmd.spawn().expect("run scripts/demo");
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // SIGTERM first: the demo then stops what it started.
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            std::thread::sleep(Duration::from_secs(5));
-            let _ = child.kill();
-            let status = child.wait().expect("wait");
-            let run = Run {
-                status,
-                stdout: stdout.join().unwrap(),
-                stderr: stderr.join().unwrap(),
-            };
-            panic!(
-                "scripts/demo did not finish within {TIMEOUT:?}\n{}",
-                run.transcript()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    Run {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
+    script::run(cmd, TIMEOUT)
 }
 
 /// Every `127.0.0.1:<port>` the demo printed before its table.
