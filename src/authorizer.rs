@@ -58,8 +58,8 @@ impl<R: Reviewer> Authorizer<R> {
         let c = &settings.cache;
         Self {
             reviewer,
-            identities: Tier::new("identities", c.max_identities, c.max_negative_entries),
-            decisions: Tier::new("decisions", c.max_entries, c.max_negative_entries),
+            identities: Tier::new(c.max_identities, c.max_negative_entries),
+            decisions: Tier::new(c.max_entries, c.max_negative_entries),
             permits: Semaphore::new(settings.max_concurrent_reviews),
             settings,
             metrics,
@@ -346,12 +346,6 @@ impl<R: Reviewer> Authorizer<R> {
             ("allowed", allowed),
             ("denied", denied),
         ]
-    }
-
-    /// Applies pending cache maintenance (tests).
-    pub async fn sync_caches(&self) {
-        self.identities.sync().await;
-        self.decisions.sync().await;
     }
 }
 

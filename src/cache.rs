@@ -195,7 +195,7 @@ where
     P: Clone + Send + Sync + 'static,
     N: Clone + Send + Sync + 'static,
 {
-    pub fn new(_name: &str, max_positive: u64, max_negative: u64) -> Self {
+    pub fn new(max_positive: u64, max_negative: u64) -> Self {
         Self {
             positive: Sharded::new(max_positive),
             negative: Sharded::new(max_negative),
@@ -337,9 +337,6 @@ where
     pub fn sizes(&self) -> (u64, u64) {
         (self.positive.len(), self.negative.len())
     }
-
-    /// Kept for callers that settle pending maintenance; this cache has none.
-    pub async fn sync(&self) {}
 }
 
 #[cfg(test)]
@@ -349,7 +346,7 @@ mod tests {
     use std::sync::Arc;
 
     fn tier() -> Tier<u32, &'static str, &'static str> {
-        Tier::new("test", 100, 10)
+        Tier::new(100, 10)
     }
 
     #[test]
@@ -504,7 +501,6 @@ mod tests {
             })
             .await;
         assert!(matches!(out, Outcome::Negative("no")));
-        t.sync().await;
         assert_eq!(t.sizes(), (0, 1));
         let (out, src) = t.get_or_load(&1, async { panic!("must not load") }).await;
         assert!(matches!(out, Outcome::Negative("no")));
@@ -522,7 +518,6 @@ mod tests {
         };
         let (out, _) = t.get_or_load(&1, fail()).await;
         assert!(matches!(out, Outcome::Failed(_)));
-        t.sync().await;
         assert_eq!(t.sizes(), (0, 0));
         let (out, src) = t
             .get_or_load(&1, async {
@@ -588,7 +583,6 @@ mod tests {
             .await;
         }
         t.invalidate_if(|k| *k == 2);
-        t.sync().await;
         let (_, src) = t
             .get_or_load(&2, async {
                 Ok(Ok(Timed {

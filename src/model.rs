@@ -303,14 +303,6 @@ impl DenyReason {
             DenyReason::Misconfigured(_) => 8,
         }
     }
-
-    /// Whether a cached answer may be kept for this reason (never for outages or bad input).
-    pub fn is_cacheable(&self) -> bool {
-        matches!(
-            self,
-            DenyReason::Unauthenticated { .. } | DenyReason::Forbidden { .. }
-        )
-    }
 }
 
 impl fmt::Display for DenyReason {

@@ -106,10 +106,6 @@ impl StaticReviewer {
     fn snapshot(&self) -> Arc<Data> {
         self.data.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
-
-    pub fn identities(&self) -> usize {
-        self.snapshot().identities.len()
-    }
 }
 
 impl Reviewer for Arc<StaticReviewer> {
