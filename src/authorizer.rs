@@ -379,11 +379,12 @@ fn unavailable(e: &ReviewError) -> DenyReason {
 /// `exp` claim when the token is a JWT. The claim is read without verifying the signature:
 /// the TokenReview already vouched for the token, and the claim can only shorten the TTL.
 pub fn identity_ttl(configured: Duration, token: &BearerToken, now: SystemTime) -> Duration {
-    match jwt_expiry(token.expose_secret()) {
-        Some(exp) => {
-            let expires = UNIX_EPOCH + Duration::from_secs(exp);
-            configured.min(expires.duration_since(now).unwrap_or_default())
-        }
+    // `exp` comes from the client: a year-292-billion expiry must not overflow `SystemTime`
+    // (it panicked here once), and one past what the clock can hold only leaves `configured`.
+    match jwt_expiry(token.expose_secret())
+        .and_then(|exp| UNIX_EPOCH.checked_add(Duration::from_secs(exp)))
+    {
+        Some(expires) => configured.min(expires.duration_since(now).unwrap_or_default()),
         None => configured,
     }
 }

@@ -332,6 +332,49 @@ fn identity_ttl_is_capped_by_jwt_exp_and_never_lengthened() {
     assert_eq!(identity_ttl(ttl, &token("a.!!!.c"), now), ttl);
 }
 
+fn jwt_raw_exp(exp: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(
+        "{}.{}.sig",
+        b64(r#"{"alg":"RS256"}"#),
+        b64(&format!(r#"{{"exp":{exp}}}"#))
+    )
+}
+
+#[test]
+fn absurd_jwt_expiries_never_panic_and_never_lengthen_the_ttl() {
+    let now = SystemTime::now();
+    let ttl = Duration::from_secs(120);
+    // 2^63, 2^64-1, 1e300 panicked in `UNIX_EPOCH + exp` (SystemTime overflow).
+    for exp in [
+        "9223372036854775808",
+        "18446744073709551615",
+        "1e300",
+        "1.7976931348623157e308",
+        "100000000000000000000000000",
+    ] {
+        assert_eq!(
+            identity_ttl(ttl, &token(&jwt_raw_exp(exp)), now),
+            ttl,
+            "exp {exp}"
+        );
+    }
+    for exp in ["-1", "-1e300", "0", "0.5"] {
+        assert_eq!(
+            identity_ttl(ttl, &token(&jwt_raw_exp(exp)), now),
+            Duration::ZERO,
+            "exp {exp}"
+        );
+    }
+    for exp in ["\"1e300\"", "null", "true", "[1]", "1e999"] {
+        assert_eq!(
+            identity_ttl(ttl, &token(&jwt_raw_exp(exp)), now),
+            ttl,
+            "exp {exp}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn known_denial_answers_at_once_while_another_tenant_is_slow() {
     let e = engine();

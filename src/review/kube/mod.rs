@@ -5,13 +5,17 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::PostParams;
-use kube::{Api, Client};
+use kube::Client;
 
 use super::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
+
+pub mod answer;
 use crate::config::{SarConfig, SarMapping};
 use crate::model::{Action, BearerToken, Identity, Tenant};
+pub use answer::{sar_answer, token_review_answer};
 
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+const SUBJECT_ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
 
 /// Reviews against the Kubernetes API. Needs `create` on `tokenreviews` and
 /// `subjectaccessreviews`, nothing else.
@@ -41,35 +45,21 @@ impl KubeReviewer {
     }
 }
 
-/// Maps a kube error, making sure it cannot quote the token.
-fn review_error(kind: ReviewKind, err: kube::Error, token: Option<&BearerToken>) -> ReviewError {
-    let scrub = |s: String| match token {
-        Some(t) if t.is_quoted_in(&s) => "(message withheld: it quoted the credential)".to_string(),
-        _ => s,
-    };
-    match err {
-        kube::Error::Api(status) => ReviewError::Api {
-            kind,
-            code: status.code,
-            message: scrub(if status.code == 403 {
-                format!(
-                    "{} (does tenant-authz's ClusterRole allow create on {}s?)",
-                    status.message,
-                    kind.as_str()
-                )
-            } else {
-                status.message
-            }),
-        },
-        kube::Error::SerdeError(e) => ReviewError::InvalidResponse {
-            kind,
-            message: scrub(e.to_string()),
-        },
-        other => ReviewError::Transport {
-            kind,
-            message: scrub(other.to_string()),
-        },
+/// Reads at most `limit` bytes of a response body; `None` if it is longer.
+async fn read_bounded(body: kube::client::Body, limit: usize) -> Result<Option<Vec<u8>>, String> {
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Ok(None);
+            }
+            out.extend_from_slice(&data);
+        }
     }
+    Ok(Some(out))
 }
 
 impl KubeReviewer {
@@ -96,6 +86,52 @@ impl KubeReviewer {
     }
 }
 
+impl KubeReviewer {
+    /// POSTs a review and returns the HTTP status and the body, unread by anything else.
+    ///
+    /// Not `Api::create` nor `Client::request_text`: on an error status they hand the body to
+    /// kube's own logging (`debug!("Unsuccessful: {status:?}")`, and `warn!` of the whole text
+    /// when it does not parse) before tenant-authz can see it, and a TokenReview answer, or an
+    /// error from a proxy, can quote the token. `Client::send` goes through kube's auth and
+    /// tracing layers, which log only the method, URL and status; the body reaches no code but
+    /// [`answer`], which scrubs it.
+    async fn post(
+        &self,
+        kind: ReviewKind,
+        path: &str,
+        body: Vec<u8>,
+        token: Option<&BearerToken>,
+    ) -> Result<(u16, Vec<u8>), ReviewError> {
+        let transport = |message: String| ReviewError::Transport {
+            kind,
+            message: answer::SafeText::from(&message, token),
+        };
+        let request = kube::core::Request::new(path)
+            .create(&PostParams::default(), body)
+            .map_err(|e| ReviewError::InvalidResponse {
+                kind,
+                message: e.to_string(),
+            })?;
+        let response = self
+            .client
+            .send(request.map(kube::client::Body::from))
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let status = response.status().as_u16();
+        match read_bounded(response.into_body(), answer::MAX_ANSWER_BYTES).await {
+            Ok(Some(body)) => Ok((status, body)),
+            Ok(None) => Err(ReviewError::InvalidResponse {
+                kind,
+                message: format!(
+                    "HTTP {status} with a body over {} bytes",
+                    answer::MAX_ANSWER_BYTES
+                ),
+            }),
+            Err(e) => Err(transport(format!("reading the answer: {e}"))),
+        }
+    }
+}
+
 impl Reviewer for KubeReviewer {
     async fn authenticate(&self, token: &BearerToken) -> Result<Authentication, ReviewError> {
         let kind = ReviewKind::TokenReview;
@@ -106,50 +142,12 @@ impl Reviewer for KubeReviewer {
             },
             ..Default::default()
         };
-        // Not `Api::create`: on a body it cannot parse, kube logs the whole response at WARN,
-        // and a TokenReview response echoes `spec.token`. We parse it ourselves.
-        let invalid = |message: String| ReviewError::InvalidResponse { kind, message };
-        let body = serde_json::to_vec(&review).map_err(|e| invalid(e.to_string()))?;
-        let request = kube::core::Request::new(TOKEN_REVIEWS)
-            .create(&PostParams::default(), body)
-            .map_err(|e| invalid(e.to_string()))?;
-        let text = self
-            .client
-            .request_text(request)
-            .await
-            .map_err(|e| review_error(kind, e, Some(token)))?;
-        let answer: TokenReview = serde_json::from_str(&text).map_err(|e| {
-            let message = format!("not a TokenReview: {e}");
-            invalid(if token.is_quoted_in(&message) {
-                "not a TokenReview".to_string()
-            } else {
-                message
-            })
+        let body = serde_json::to_vec(&review).map_err(|e| ReviewError::InvalidResponse {
+            kind,
+            message: e.to_string(),
         })?;
-        drop(text);
-        let status = answer.status.unwrap_or_default();
-        if status.authenticated != Some(true) {
-            return Ok(Authentication::Unauthenticated {
-                detail: status.error.filter(|e| !token.is_quoted_in(e)),
-            });
-        }
-        let user = status.user.unwrap_or_default();
-        let username = user.username.unwrap_or_default();
-        if username.is_empty() {
-            return Err(ReviewError::InvalidResponse {
-                kind,
-                message: "authenticated TokenReview without a username".into(),
-            });
-        }
-        Ok(Authentication::Authenticated {
-            identity: Identity {
-                username,
-                uid: user.uid.unwrap_or_default(),
-                groups: user.groups.unwrap_or_default(),
-                extra: user.extra.unwrap_or_default(),
-            },
-            audiences: status.audiences.unwrap_or_default(),
-        })
+        let (status, answer) = self.post(kind, TOKEN_REVIEWS, body, Some(token)).await?;
+        answer::token_review_answer(status, &answer, token, &self.audiences)
     }
 
     async fn authorize(
@@ -170,24 +168,12 @@ impl Reviewer for KubeReviewer {
             },
             ..Default::default()
         };
-        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
-        let answer = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| review_error(kind, e, None))?;
-        let status = answer.status.unwrap_or_default();
-        if status.allowed {
-            return Ok(Authorization::Allowed);
-        }
-        let detail = [status.reason, status.evaluation_error]
-            .into_iter()
-            .flatten()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-        Ok(Authorization::Denied {
-            detail: (!detail.is_empty()).then_some(detail),
-        })
+        let body = serde_json::to_vec(&review).map_err(|e| ReviewError::InvalidResponse {
+            kind,
+            message: e.to_string(),
+        })?;
+        let (status, answer) = self.post(kind, SUBJECT_ACCESS_REVIEWS, body, None).await?;
+        answer::sar_answer(status, &answer)
     }
 
     fn remedy(&self, tenant: &Tenant, action: Action) -> String {
