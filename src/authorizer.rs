@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use tokio::time::{timeout_at, Instant};
 
 use base64::Engine;
@@ -30,6 +30,7 @@ pub struct AuthorizerSettings {
     pub cache: CacheConfig,
     pub decision_timeout: Duration,
     pub max_concurrent_reviews: usize,
+    pub max_reviews_per_check: usize,
 }
 
 /// An authenticated identity and until when it may be used.
@@ -48,7 +49,10 @@ pub struct Authorizer<R> {
     reviewer: R,
     identities: Tier<TokenHash, Arc<KnownIdentity>, Arc<DenyReason>>,
     decisions: Tier<DecisionKey, Arc<str>, Arc<DenyReason>>,
-    permits: Semaphore,
+    /// Two budgets, so that one cannot starve the other: TokenReviews are what anyone can
+    /// cause with garbage tokens; SARs only an identity the API authenticated can.
+    token_review_permits: Semaphore,
+    access_review_permits: Semaphore,
     settings: AuthorizerSettings,
     metrics: Arc<Metrics>,
 }
@@ -60,7 +64,10 @@ impl<R: Reviewer> Authorizer<R> {
             reviewer,
             identities: Tier::new(c.max_identities, c.max_negative_entries),
             decisions: Tier::new(c.max_entries, c.max_negative_entries),
-            permits: Semaphore::new(settings.max_concurrent_reviews),
+            token_review_permits: Semaphore::new((settings.max_concurrent_reviews / 2).max(1)),
+            access_review_permits: Semaphore::new(
+                (settings.max_concurrent_reviews - settings.max_concurrent_reviews / 2).max(1),
+            ),
             settings,
             metrics,
         }
@@ -107,10 +114,16 @@ impl<R: Reviewer> Authorizer<R> {
         let mut all_cached = id_source.is_cached();
         let mut unavailable = None;
         {
-            let mut pending: FuturesUnordered<_> = tenants
+            // At most `max_reviews_per_check` tenants in progress at once, so one request naming
+            // 64 tenants cannot take the whole SAR budget from everyone else.
+            // (Collected first: a lazy `map` over the iterator trips the compiler's
+            // higher-ranked lifetime check for `Send` futures.)
+            let asks: Vec<_> = tenants
                 .iter()
                 .map(|t| timeout_at(deadline, self.authorize(&identity, hash, t, action)))
                 .collect();
+            let mut pending = futures::stream::iter(asks)
+                .buffer_unordered(self.settings.max_reviews_per_check.max(1));
             while let Some(answer) = pending.next().await {
                 match answer {
                     Ok(Ok(source)) => all_cached &= source.is_cached(),
@@ -284,9 +297,12 @@ impl<R: Reviewer> Authorizer<R> {
         kind: ReviewKind,
         call: impl std::future::Future<Output = Result<T, ReviewError>>,
     ) -> Result<T, ReviewError> {
+        let permits = match kind {
+            ReviewKind::TokenReview => &self.token_review_permits,
+            ReviewKind::SubjectAccessReview => &self.access_review_permits,
+        };
         // The semaphore is never closed, so acquire cannot fail; map it anyway rather than panic.
-        let _permit = self
-            .permits
+        let _permit = permits
             .acquire()
             .await
             .map_err(|_| ReviewError::Transport {

@@ -14,6 +14,7 @@ fn settings() -> AuthorizerSettings {
         cache: CacheConfig::default(),
         decision_timeout: Duration::from_millis(500),
         max_concurrent_reviews: 8,
+        max_reviews_per_check: 4,
     }
 }
 

@@ -78,9 +78,13 @@ pub struct Cli {
     )]
     pub audiences: Option<Vec<String>>,
 
-    /// Most reviews in flight to the Kubernetes API at once [default: 32]
+    /// Most reviews in flight to the API at once: half TokenReviews, half SARs [default: 32]
     #[arg(long, env = "TENANT_AUTHZ_MAX_CONCURRENT_REVIEWS", value_name = "N")]
     pub max_concurrent_reviews: Option<usize>,
+
+    /// Most SubjectAccessReviews in flight for one Check [default: 4]
+    #[arg(long, env = "TENANT_AUTHZ_MAX_REVIEWS_PER_CHECK", value_name = "N")]
+    pub max_reviews_per_check: Option<usize>,
 
     /// SAR shape: namespace, or tempo-gateway (the Tempo Operator gateway's) [default: namespace]
     #[arg(long, env = "TENANT_AUTHZ_SAR_MAPPING", value_enum)]
@@ -171,6 +175,7 @@ impl Cli {
             shutdown_grace => shutdown.grace,
             audiences => kubernetes.audiences,
             max_concurrent_reviews => kubernetes.max_concurrent_reviews,
+            max_reviews_per_check => kubernetes.max_reviews_per_check,
             sar_mapping => authorization.mapping,
             sar_group => authorization.group,
             sar_resource => authorization.resource,
@@ -214,6 +219,7 @@ mod tests {
                 humantime::format_duration(d.shutdown.grace)
             ),
             format!("[default: {}]", d.kubernetes.max_concurrent_reviews),
+            format!("[default: {}]", d.kubernetes.max_reviews_per_check),
             format!("[default: {}]", d.authorization.group),
             format!("[default: {}]", d.authorization.resource),
             format!("[default: {}]", d.cache.max_entries),

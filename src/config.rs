@@ -147,8 +147,14 @@ pub struct KubernetesConfig {
     pub kubeconfig: Option<std::path::PathBuf>,
     /// Audiences sent in each TokenReview (`spec.audiences`); empty means the API server's.
     pub audiences: Vec<String>,
-    /// At most this many TokenReviews and SubjectAccessReviews in flight at once.
+    /// At most this many reviews in flight at once, in two budgets that cannot starve each
+    /// other: half for TokenReviews (tokens not yet known) and half for SubjectAccessReviews
+    /// (identities the API already authenticated). A flood of unknown tokens fills only the
+    /// first.
     pub max_concurrent_reviews: usize,
+    /// At most this many SubjectAccessReviews in flight for one Check (a cross-tenant query
+    /// naming 64 tenants asks them a few at a time, not all at once).
+    pub max_reviews_per_check: usize,
 }
 
 impl Default for KubernetesConfig {
@@ -157,6 +163,7 @@ impl Default for KubernetesConfig {
             kubeconfig: None,
             audiences: Vec::new(),
             max_concurrent_reviews: 32,
+            max_reviews_per_check: 4,
         }
     }
 }
@@ -510,10 +517,20 @@ impl Config {
         if self.shutdown.grace > Duration::from_secs(3600) {
             return invalid("shutdown.grace", "must be at most 1h".into());
         }
-        if self.kubernetes.max_concurrent_reviews == 0 {
+        if self.kubernetes.max_concurrent_reviews < 2 {
             return invalid(
                 "kubernetes.max_concurrent_reviews",
-                "must be at least 1".into(),
+                "must be at least 2 (one TokenReview and one SubjectAccessReview)".into(),
+            );
+        }
+        let per_check = self.kubernetes.max_reviews_per_check;
+        if per_check == 0 || per_check > self.kubernetes.max_concurrent_reviews {
+            return invalid(
+                "kubernetes.max_reviews_per_check",
+                format!(
+                    "{per_check} is outside 1..=kubernetes.max_concurrent_reviews ({})",
+                    self.kubernetes.max_concurrent_reviews
+                ),
             );
         }
         for (i, a) in self.kubernetes.audiences.iter().enumerate() {

@@ -194,6 +194,7 @@ pub async fn start_with<R: Reviewer>(
             cache: config.cache.clone(),
             decision_timeout: config.decision_timeout,
             max_concurrent_reviews: config.kubernetes.max_concurrent_reviews,
+            max_reviews_per_check: config.kubernetes.max_reviews_per_check,
         },
         metrics.clone(),
     ));

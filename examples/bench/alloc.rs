@@ -113,6 +113,7 @@ pub fn child(n: usize) -> std::result::Result<(), String> {
                 cache: CacheConfig::default(),
                 decision_timeout: Duration::from_millis(1500),
                 max_concurrent_reviews: defaults.kubernetes.max_concurrent_reviews,
+                max_reviews_per_check: 4,
             },
             metrics.clone(),
         ));

@@ -24,6 +24,7 @@ fn service() -> CheckService<MemoryReviewer> {
             cache: CacheConfig::default(),
             decision_timeout: Duration::from_secs(1),
             max_concurrent_reviews: 4,
+            max_reviews_per_check: 4,
         },
         metrics.clone(),
     ));

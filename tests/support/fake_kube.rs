@@ -185,6 +185,43 @@ impl GrantRule {
     }
 }
 
+/// A scripted answer to a review: whatever a lying, broken or echoing API server (or a proxy
+/// in front of it) might send. Built from the parsed request, so it can echo `spec.token`.
+#[derive(Clone, Debug)]
+pub struct Scripted {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Scripted {
+    /// A JSON answer with this status.
+    pub fn json(status: u16, body: Value) -> Scripted {
+        Scripted {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+        }
+    }
+
+    /// A non-JSON answer with this status and content type.
+    pub fn text(status: u16, content_type: &str, body: &str) -> Scripted {
+        Scripted {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: body.to_string(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Scripted {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+type Script = Arc<dyn Fn(&Value) -> Scripted + Send + Sync>;
+
 #[derive(Clone, Debug)]
 struct TokenEntry {
     user: FakeUser,
@@ -196,6 +233,8 @@ struct State {
     grants: Vec<GrantRule>,
     token_review_fault: Fault,
     sar_fault: Fault,
+    token_review_script: Option<Script>,
+    sar_script: Option<Script>,
     latency: Duration,
     received_token_reviews: Vec<Value>,
     received_subject_access_reviews: Vec<Value>,
@@ -274,6 +313,8 @@ impl FakeKube {
                 grants: Vec::new(),
                 token_review_fault: Fault::None,
                 sar_fault: Fault::None,
+                token_review_script: None,
+                sar_script: None,
                 latency: Duration::ZERO,
                 received_token_reviews: Vec::new(),
                 received_subject_access_reviews: Vec::new(),
@@ -429,6 +470,30 @@ preferences: {{}}
         match kind {
             ReviewKind::TokenReview => state.token_review_fault = fault,
             ReviewKind::SubjectAccessReview => state.sar_fault = fault,
+        }
+    }
+
+    /// Answers every review of `kind` with `script(request)` (after faults and latency, and
+    /// only for requests with the right client token), until [`FakeKube::clear_script`].
+    pub fn script(
+        &self,
+        kind: ReviewKind,
+        script: impl Fn(&Value) -> Scripted + Send + Sync + 'static,
+    ) {
+        let script: Script = Arc::new(script);
+        let mut state = self.shared.state();
+        match kind {
+            ReviewKind::TokenReview => state.token_review_script = Some(script),
+            ReviewKind::SubjectAccessReview => state.sar_script = Some(script),
+        }
+    }
+
+    /// Back to the normal answers for `kind`.
+    pub fn clear_script(&self, kind: ReviewKind) {
+        let mut state = self.shared.state();
+        match kind {
+            ReviewKind::TokenReview => state.token_review_script = None,
+            ReviewKind::SubjectAccessReview => state.sar_script = None,
         }
     }
 
@@ -638,17 +703,21 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Dro
     let received = serde_json::from_slice::<Value>(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
 
-    let (fault, latency) = {
+    let (fault, latency, script) = {
         let mut state = shared.state();
         match kind {
-            ReviewKind::TokenReview => state.received_token_reviews.push(received),
-            ReviewKind::SubjectAccessReview => state.received_subject_access_reviews.push(received),
+            ReviewKind::TokenReview => state.received_token_reviews.push(received.clone()),
+            ReviewKind::SubjectAccessReview => {
+                state.received_subject_access_reviews.push(received.clone())
+            }
         }
-        let fault = match kind {
-            ReviewKind::TokenReview => state.token_review_fault,
-            ReviewKind::SubjectAccessReview => state.sar_fault,
+        let (fault, script) = match kind {
+            ReviewKind::TokenReview => {
+                (state.token_review_fault, state.token_review_script.clone())
+            }
+            ReviewKind::SubjectAccessReview => (state.sar_fault, state.sar_script.clone()),
         };
-        (fault, state.latency)
+        (fault, state.latency, script)
     };
 
     let mut delay = latency;
@@ -687,6 +756,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Dro
 
     if !authorized {
         return Ok(unauthorized());
+    }
+    if let Some(script) = script {
+        let answer = script(&received);
+        let mut response = Response::builder().status(answer.status);
+        for (name, value) in &answer.headers {
+            response = response.header(name.as_str(), value.as_str());
+        }
+        return Ok(response
+            .body(Full::new(Bytes::from(answer.body)))
+            .expect("scripted response parts"));
     }
 
     Ok(match kind {
