@@ -207,7 +207,10 @@ impl<R: Reviewer> Authorizer<R> {
                             value: Arc::new(KnownIdentity {
                                 user: identity.username.as_str().into(),
                                 identity,
-                                expires_at: Instant::now() + ttl,
+                                // The TTL is at most the configured one (validated, <= 24 h).
+                                expires_at: Instant::now()
+                                    .checked_add(ttl)
+                                    .unwrap_or_else(Instant::now),
                                 generation,
                             }),
                             ttl,

@@ -131,12 +131,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
     }
 
     fn insert(&self, key: K, timed: Timed<V>) {
+        // An `Instant` that cannot hold now + ttl (a TTL of centuries) is not cached: no
+        // number from a config or a token may panic the server.
+        let Some(expires_at) = Instant::now().checked_add(timed.ttl) else {
+            return;
+        };
         if timed.ttl.is_zero() {
             return;
         }
         let entry = Entry {
             value: timed.value,
-            expires_at: Instant::now() + timed.ttl,
+            expires_at,
         };
         lock(self.shard(&key)).put(key, entry);
     }

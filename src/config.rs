@@ -554,6 +554,23 @@ impl Config {
         }
         let c = &self.cache;
         for (field, value) in [
+            ("cache.allowed_ttl", c.allowed_ttl),
+            ("cache.denied_ttl", c.denied_ttl),
+            ("cache.unauthenticated_ttl", c.unauthenticated_ttl),
+            ("cache.identity_ttl", c.identity_ttl),
+        ] {
+            if value > MAX_CACHE_TTL {
+                return invalid(
+                    field,
+                    format!(
+                        "{} is over the maximum of {} (a revoked grant would be honoured that long)",
+                        humantime::format_duration(value),
+                        humantime::format_duration(MAX_CACHE_TTL)
+                    ),
+                );
+            }
+        }
+        for (field, value) in [
             ("cache.max_entries", c.max_entries),
             ("cache.max_identities", c.max_identities),
             ("cache.max_negative_entries", c.max_negative_entries),
@@ -652,6 +669,8 @@ impl Config {
 
 /// Caches reserve their capacity up front; beyond this a typo would exhaust memory.
 const MAX_CACHE_ENTRIES: u64 = 10_000_000;
+/// Longest TTL of any cache: a day.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
@@ -727,6 +746,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("kubernetes.max_concurrent_reviews"));
+        for yaml in [
+            "cache:\n  allowed_ttl: 1000000000y\n",
+            "cache:\n  identity_ttl: 25h\n",
+        ] {
+            let err = Config::from_yaml(yaml)
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("cache."), "{yaml}: {err}");
+        }
+        let mut c = Config::default();
+        c.kubernetes.max_reviews_per_check = 33;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("kubernetes.max_reviews_per_check"));
         let mut c = Config::default();
         c.actions.rules[0].path = Some("v1/traces".into());
         assert!(c

@@ -1,6 +1,7 @@
 //! Part 3: the cold path, against the fake Kubernetes API of the tests (real HTTPS, real
-//! `kube::Client` in tenant-authz): coalescing of identical misses, the in-flight limit, and
-//! the latency tenant-authz adds over the API's own.
+//! `kube::Client` in tenant-authz): coalescing of identical misses, the in-flight limit, the
+//! latency tenant-authz adds over the API's own, and known users during a flood of unknown
+//! tokens (the review budgets).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use serde_json::json;
 
 use crate::common::{check_request, jwt, quantile, Authz, Report, Result, Rng, Settings};
-use crate::fake_kube::{FakeKube, FakeUser, Subject};
+use crate::fake_kube::{FakeKube, FakeUser, Fault, ReviewKind, Subject};
 use crate::loadgen::{self, Stop};
 
 const LIMIT: usize = 8;
@@ -210,6 +211,150 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
                               "api_0ms": {"p50_ms": p50_0 / 1000.0, "p99_ms": p99_0 / 1000.0},
                               "api_20ms": {"p50_ms": p50 / 1000.0, "p99_ms": p99 / 1000.0}},
         }),
+    );
+    flood(settings, report).await
+}
+
+/// d) Known users asking new tenants (identity cached, so only a SAR each), first alone (the
+/// baseline), then while a flood of distinct unknown tokens whose TokenReviews hang 1 s at the
+/// API holds more Checks in flight than there are review permits. Default settings: 32 permits
+/// (16 TokenReview, 16 SAR), 1.5 s decision deadline.
+async fn flood(settings: &Settings, report: &mut Report) -> Result<()> {
+    let fake = FakeKube::start().await;
+    let kubeconfig = fake.kubeconfig_path().display().to_string();
+    let authz = Authz::start(
+        settings,
+        "tenant-authz-flood",
+        &["--kubeconfig", &kubeconfig],
+    )
+    .await?;
+    let clients = loadgen::connect(authz.grpc, 4).await?;
+    let mut rng = Rng::new(4);
+    let path = "/api/search?tags=service.name%3Dcheckout&limit=20";
+    let (users, rounds) = if settings.smoke { (4, 3) } else { (16, 10) };
+    let tokens: Vec<String> = (0..users as u64)
+        .map(|i| add_caller(&fake, &format!("known-{i}"), 900_000 + i))
+        .collect();
+    let warm = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| check_request(t, &format!("known-{i}"), path, &mut rng))
+        .collect();
+    let out = one_batch(&clients, warm).await;
+    if out.allowed != users as u64 {
+        return Err(format!("flood warm-up not allowed: {:?}", out.first_error));
+    }
+    fake.set_latency(Duration::from_millis(5));
+    let ask = |phase: &str, rng: &mut Rng| {
+        let reqs: Vec<Vec<CheckRequest>> = (0..rounds)
+            .map(|r| {
+                let tenant = format!("new-{phase}-{r}");
+                fake.grant(
+                    Subject::Group("system:serviceaccounts".into()),
+                    &tenant,
+                    "get",
+                );
+                tokens
+                    .iter()
+                    .map(|t| check_request(t, &tenant, path, rng))
+                    .collect()
+            })
+            .collect();
+        reqs
+    };
+    let baseline_reqs = ask("alone", &mut rng);
+    let flood_reqs = ask("flood", &mut rng);
+    let mut baseline = (0u64, Vec::new());
+    for reqs in baseline_reqs {
+        let out = one_batch(&clients, reqs).await;
+        baseline.0 += out.allowed;
+        baseline.1.extend(out.latencies_us);
+    }
+
+    fake.set_fault_for(ReviewKind::TokenReview, Fault::Slow(Duration::from_secs(1)));
+    let flood_clients = loadgen::connect(authz.grpc, 4).await?;
+    let flood_workers = 128;
+    let flood_task = tokio::spawn(async move {
+        let mut rng = Rng::new(5);
+        let reqs: Vec<CheckRequest> = (0..flood_workers as u64 * 3)
+            .map(|i| {
+                check_request(
+                    &format!("garbage-{i:06}-0123456789abcdef"),
+                    "known-0",
+                    path,
+                    &mut rng,
+                )
+            })
+            .collect();
+        let reqs = Arc::new(reqs);
+        let n = reqs.len() as u64;
+        loadgen::run(
+            &flood_clients,
+            flood_workers,
+            Stop::Count(n),
+            Arc::new(move |i| reqs[i as usize].clone()),
+        )
+        .await
+    });
+    // The flood holds every TokenReview permit before the known users ask.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut during = (0u64, Vec::new());
+    for reqs in flood_reqs {
+        let out = one_batch(&clients, reqs).await;
+        during.0 += out.allowed;
+        during.1.extend(out.latencies_us);
+    }
+    let flood_out = flood_task.await.map_err(|e| e.to_string())?;
+    fake.set_fault_for(ReviewKind::TokenReview, Fault::None);
+    drop(authz);
+
+    baseline.1.sort_unstable();
+    during.1.sort_unstable();
+    let asked = (users * rounds) as u64;
+    let ms = |v: &[u32], q| quantile(v, q) / 1000.0;
+    println!(
+        "  d) {users} known users × {rounds} new tenants (a SAR each, API 5 ms), alone and during a flood"
+    );
+    println!(
+        "     of {} distinct unknown tokens ({flood_workers} at a time, TokenReview hangs 1 s; defaults: 16 + 16 permits):",
+        flood_out.checks
+    );
+    println!("     side            allowed   p50 ms   p99 ms");
+    println!(
+        "     alone           {:>3}/{asked:<3} {:>8.2} {:>8.2}",
+        baseline.0,
+        ms(&baseline.1, 0.5),
+        ms(&baseline.1, 0.99)
+    );
+    println!(
+        "     during flood    {:>3}/{asked:<3} {:>8.2} {:>8.2}   (× alone: p99 {:.2})",
+        during.0,
+        ms(&during.1, 0.5),
+        ms(&during.1, 0.99),
+        ms(&during.1, 0.99) / ms(&baseline.1, 0.99).max(0.001)
+    );
+    println!(
+        "     the flood: {} Checks, {} allowed, {} denied (503 at the deadline or 401)",
+        flood_out.checks, flood_out.allowed, flood_out.denied
+    );
+    report.target(
+        3,
+        "known users' new tenants during an unknown-token flood",
+        format!(
+            "{}/{asked} allowed, p99 {:.1} ms (alone {:.1} ms)",
+            during.0,
+            ms(&during.1, 0.99),
+            ms(&baseline.1, 0.99)
+        ),
+        "all allowed, p99 < 1500 ms deadline",
+        during.0 == asked && ms(&during.1, 0.99) < 1500.0 && flood_out.allowed == 0,
+    );
+    report.json.insert(
+        "part3_flood".into(),
+        json!({"users": users, "rounds": rounds,
+               "alone": {"allowed": baseline.0, "p50_ms": ms(&baseline.1, 0.5), "p99_ms": ms(&baseline.1, 0.99)},
+               "during_flood": {"allowed": during.0, "p50_ms": ms(&during.1, 0.5), "p99_ms": ms(&during.1, 0.99)},
+               "flood": {"checks": flood_out.checks, "allowed": flood_out.allowed, "denied": flood_out.denied}}),
     );
     Ok(())
 }
