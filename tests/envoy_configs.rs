@@ -415,6 +415,97 @@ fn production_configs_validate() {
     }
 }
 
+/// Each Tempo upstream cluster speaks what its Tempo port accepts in plaintext, as recorded from
+/// Tempo 2.10.8 and the collector's receivers (tests/data/upstream/tempo-v2.10.8.yaml): OTLP/gRPC
+/// HTTP/2, OTLP/HTTP HTTP/1.1 only (the receiver has no h2c), and the query frontend HTTP/2 too
+/// only because the TempoStack turns on `stream_over_http_enabled`. The runtime tests below
+/// check what a recording upstream actually receives.
+#[test]
+fn upstream_protocols_match_what_the_tempo_ports_accept() {
+    fn yaml(path: &str) -> Json {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        let text = std::fs::read_to_string(&path).expect("read");
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+    /// The protocols a cluster may send upstream (explicit or as the client spoke).
+    fn cluster_protocols(config: &Json, name: &str) -> Vec<&'static str> {
+        let cluster = config["static_resources"]["clusters"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("cluster {name}"));
+        let options = &cluster["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        let chosen = if options["explicit_http_config"].is_object() {
+            &options["explicit_http_config"]
+        } else if options["use_downstream_protocol_config"].is_object() {
+            &options["use_downstream_protocol_config"]
+        } else {
+            // No protocol options: Envoy's default is HTTP/1.1, but say it explicitly.
+            panic!("cluster {name}: state the upstream protocol explicitly")
+        };
+        let mut protocols = Vec::new();
+        if chosen.get("http_protocol_options").is_some() {
+            protocols.push("HTTP/1.1");
+        }
+        if chosen.get("http2_protocol_options").is_some() {
+            protocols.push("HTTP/2");
+        }
+        assert!(
+            chosen.get("http3_protocol_options").is_none(),
+            "{name}: no HTTP/3 upstream"
+        );
+        protocols
+    }
+    let tempo = yaml("tests/data/upstream/tempo-v2.10.8.yaml");
+    let accepts = |pointer: &str| -> Vec<String> {
+        tempo
+            .pointer(pointer)
+            .and_then(Json::as_array)
+            .unwrap_or_else(|| panic!("{pointer} recorded"))
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let stack = yaml("manifests/base/tempo/tempostack.yaml");
+    let streaming = stack
+        .pointer("/spec/extraConfig/tempo/stream_over_http_enabled")
+        .and_then(Json::as_bool)
+        .unwrap_or(tempo["stream_over_http_enabled_default"] == true);
+    let query_port = if streaming {
+        "/ports/query_frontend_http/with_stream_over_http"
+    } else {
+        "/ports/query_frontend_http/without_stream_over_http"
+    };
+    let query = yaml("envoy/query-frontend.yaml");
+    let ingest = yaml("envoy/ingest-frontend.yaml");
+    for (config, cluster, pointer, required) in [
+        (&query, "tempo_query_frontend", query_port, "HTTP/2"),
+        (
+            &ingest,
+            "tempo_distributor_otlp_grpc",
+            "/ports/distributor_otlp_grpc/accepts",
+            "HTTP/2",
+        ),
+        (
+            &ingest,
+            "tempo_distributor_otlp_http",
+            "/ports/distributor_otlp_http/accepts",
+            "HTTP/1.1",
+        ),
+    ] {
+        let sends = cluster_protocols(config, cluster);
+        let accepted = accepts(pointer);
+        for p in &sends {
+            assert!(
+                accepted.iter().any(|a| a == p),
+                "{cluster} may send {p}; the Tempo port accepts only {accepted:?} ({pointer})"
+            );
+        }
+        // gRPC streaming queries (query frontend) and OTLP/gRPC need HTTP/2 to reach Tempo.
+        assert!(sends.contains(&required), "{cluster}: must send {required}");
+    }
+}
+
 /// query-frontend.yaml over HTTPS: read / manage actions per route, Tempo's operations
 /// endpoints 404 without reaching ext_authz or Tempo, HTTP/1.1 and HTTP/2 (ALPN) kept to the
 /// upstream, path normalisation before routing, and the :9902 probes listener.
@@ -663,8 +754,12 @@ async fn ingest_frontend_routes_otlp_as_write() {
     let h1 = f.https(true);
     let h2 = f.https(false);
 
-    // OTLP/HTTP, small and big (5 MiB) batches, over HTTP/1.1 and HTTP/2.
-    for (client, version) in [(&h1, "HTTP/1.1"), (&h2, "HTTP/2.0")] {
+    // OTLP/HTTP, small and big (5 MiB) batches, over HTTP/1.1 and HTTP/2: the distributor's
+    // plaintext OTLP/HTTP receiver speaks HTTP/1.1 only, so that is what it gets either way.
+    for (client, client_version) in [
+        (&h1, reqwest::Version::HTTP_11),
+        (&h2, reqwest::Version::HTTP_2),
+    ] {
         for size in [64, BIG_BODY] {
             f.clear();
             let r = send(
@@ -675,14 +770,24 @@ async fn ingest_frontend_routes_otlp_as_write() {
                 Some("application/x-protobuf"),
             )
             .await;
-            assert_eq!(r.status, 200, "{version} {size}: {}\n{}", r.body, f.diag());
+            assert_eq!(
+                r.status,
+                200,
+                "{client_version:?} {size}: {}\n{}",
+                r.body,
+                f.diag()
+            );
+            assert_eq!(r.version, client_version, "ALPN towards Envoy");
             let checks = f.authz.checks();
             assert_eq!(checks.len(), 1, "{}", f.diag());
             assert_eq!(checks[0].action.as_deref(), Some("write"));
             assert_eq!(checks[0].path, "/v1/traces");
             let seen = f.upstream.requests();
             let rec = upstream_saw(&seen, "POST", "/v1/traces").expect("distributor saw it");
-            assert_eq!(rec.version, version);
+            assert_eq!(
+                rec.version, "HTTP/1.1",
+                "{client_version:?} client: HTTP/1.1 upstream"
+            );
             assert_eq!(rec.body_len, size, "the whole body reaches the distributor");
             assert!(rec.header("authorization").is_none());
         }

@@ -367,3 +367,409 @@ async fn inferred_actions_give_the_same_answers_as_routes() {
         403
     );
 }
+
+// ------------------------------------------------------------------ against the operators' code
+//
+// The facts below were read in the operators' and Tempo's source at the targeted releases and
+// recorded, with file and version, under tests/data/upstream/. Each test holds the built
+// manifests to them, so an edit that undoes a fix of issue 10 fails here.
+
+/// A recorded upstream fact file, as JSON values.
+fn upstream(name: &str) -> Value {
+    let path = repo().join("tests/data/upstream").join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A YAML file of the repository, as a JSON value.
+fn repo_yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(repo().join(path)).expect("read a repository file");
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects
+        .iter()
+        .filter(|o| str_at(o, "/kind") == kind)
+        .collect()
+}
+
+fn name_of(o: &Value) -> String {
+    format!(
+        "{}/{}/{}",
+        str_at(o, "/kind"),
+        str_at(o, "/metadata/namespace"),
+        str_at(o, "/metadata/name")
+    )
+}
+
+/// `5m`, `30s`, `1h` (what the TempoStack's metav1.Duration fields use here) in seconds.
+fn duration_seconds(s: &str) -> u64 {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("duration {s:?}"));
+    match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => panic!("duration {s:?}: unit s, m or h"),
+    }
+}
+
+const OVERLAYS: [&str; 2] = ["manifests/overlays/default", "manifests/overlays/istio"];
+
+#[test]
+fn tenant_collector_image_has_every_component_its_config_uses() {
+    let facts = upstream("otelcol-distributions-v0.158.0.yaml");
+    let version = str_at(&facts, "/version");
+    for overlay in OVERLAYS {
+        let objects = build(overlay);
+        let collectors = of_kind(&objects, "OpenTelemetryCollector");
+        assert!(!collectors.is_empty(), "{overlay}: no collector");
+        for c in collectors {
+            let who = format!("{overlay} {}", name_of(c));
+            // Without spec.image the operator runs its default, the core distribution.
+            let image = str_at(c, "/spec/image");
+            let (repository, tag) = image
+                .rsplit_once(':')
+                .unwrap_or_else(|| panic!("{who}: spec.image {image:?} must be pinned"));
+            assert_eq!(tag, version, "{who}: collector release of the operator");
+            let distribution = facts["images"][repository]
+                .as_str()
+                .unwrap_or_else(|| panic!("{who}: {repository} is no recorded distribution"));
+            let modules = strings(&facts, &format!("/distributions/{distribution}"));
+            for kind in ["extensions", "receivers", "processors", "exporters"] {
+                let ids = c["spec"]["config"][kind]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                for id in ids.keys() {
+                    let ty = id.split('/').next().unwrap_or_default();
+                    let key = format!("{kind}/{ty}");
+                    let deprecated = facts["types"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .find(|(k, v)| k.starts_with(kind) && str_at(v, "/deprecated_alias") == ty);
+                    if let Some((canonical, _)) = deprecated {
+                        panic!("{who}: {id} uses a deprecated alias of {canonical}");
+                    }
+                    let module = str_at(&facts["types"][&key], "/module");
+                    assert!(!module.is_empty(), "{who}: {key} not recorded");
+                    assert!(
+                        modules.iter().any(|m| m == module),
+                        "{who}: {distribution} {version} has no {key} ({module})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn operator_default_collector_image_is_why_the_kit_sets_one() {
+    // The fact that made spec.image necessary: the operator's default image is the core
+    // distribution, and it has no bearertokenauth.
+    let facts = upstream("otelcol-distributions-v0.158.0.yaml");
+    let default = str_at(&facts, "/operator_default_image");
+    let repository = default.rsplit_once(':').map(|(r, _)| r).unwrap_or_default();
+    let distribution = facts["images"][repository].as_str().unwrap_or_default();
+    let bearer = str_at(&facts["types"]["extensions/bearertokenauth"], "/module");
+    assert_eq!(distribution, "otelcol");
+    assert!(!strings(&facts, "/distributions/otelcol").contains(&bearer.to_string()));
+}
+
+#[test]
+fn tempostack_sets_nothing_the_default_operator_rejects() {
+    let facts = upstream("tempo-operator-v0.22.0.yaml");
+    for overlay in OVERLAYS {
+        for t in of_kind(&build(overlay), "TempoStack") {
+            for (field, gate) in facts["rejected_without_gate"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                let pointer = format!("/{}", field.replace('.', "/"));
+                let set = t
+                    .pointer(&pointer)
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let gate = gate.as_str().unwrap_or_default();
+                let gate_on = facts["default_gates"][gate].as_bool().unwrap_or(false);
+                assert!(
+                    !set || gate_on,
+                    "{overlay} {}: {field} is rejected by the operator's webhook unless the \
+                     {gate} feature gate is on (off by default)",
+                    name_of(t)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tempostack_enables_streaming_over_http() {
+    let facts = upstream("tempo-v2.10.8.yaml");
+    assert_eq!(facts["stream_over_http_enabled_default"], false);
+    for overlay in OVERLAYS {
+        for t in of_kind(&build(overlay), "TempoStack") {
+            assert_eq!(
+                t.pointer("/spec/extraConfig/tempo/stream_over_http_enabled"),
+                Some(&Value::Bool(true)),
+                "{overlay}: Grafana streams by default; Tempo serves it only with this"
+            );
+        }
+    }
+}
+
+/// The longest a query may take, three times: Tempo's own HTTP timeout (TempoStack spec.timeout),
+/// Grafana's datasource timeout, and the querier frontend's route and idle timeouts. Tempo and
+/// Grafana end a slow query first, never Envoy in the middle of an answer.
+#[test]
+fn query_timeouts_agree_from_tempo_through_grafana_to_envoy() {
+    let facts = upstream("tempo-operator-v0.22.0.yaml");
+    let objects = build("manifests/overlays/default");
+    let stack = of_kind(&objects, "TempoStack")[0];
+    let tempo = match str_at(stack, "/spec/timeout") {
+        "" => facts["timeout_default_seconds"].as_u64().unwrap_or(0),
+        t => duration_seconds(t),
+    };
+    let envoy = repo_yaml("envoy/query-frontend.yaml");
+    let hcm = envoy
+        .pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+        .expect("the :3200 listener's connection manager");
+    let idle = duration_seconds(str_at(hcm, "/stream_idle_timeout"));
+    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .expect("routes");
+    let route_timeouts: Vec<u64> = routes
+        .iter()
+        .filter(|r| str_at(r, "/route/cluster") == "tempo_query_frontend")
+        .map(|r| duration_seconds(str_at(r, "/route/timeout")))
+        .collect();
+    assert!(!route_timeouts.is_empty());
+    for ds in of_kind(&objects, "GrafanaDatasource") {
+        let grafana = ds
+            .pointer("/spec/datasource/jsonData/timeout")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("{}: jsonData.timeout (seconds)", name_of(ds)));
+        assert_eq!(
+            grafana,
+            tempo,
+            "{}: Grafana waits as long as Tempo works",
+            name_of(ds)
+        );
+        for r in &route_timeouts {
+            assert!(
+                *r > grafana,
+                "Envoy's route timeout {r}s must exceed Grafana's {grafana}s"
+            );
+            assert!(
+                idle >= *r,
+                "stream_idle_timeout {idle}s below the route timeout {r}s"
+            );
+        }
+    }
+}
+
+#[test]
+fn datasources_set_only_what_grafana_operator_and_the_tempo_datasource_read() {
+    let facts = upstream("grafana-v5.24.0-and-tempo-datasource.yaml");
+    let known = strings(&facts, "/tempo_datasource/json_data_keys");
+    for overlay in OVERLAYS {
+        for ds in of_kind(&build(overlay), "GrafanaDatasource") {
+            let who = format!("{overlay} {}", name_of(ds));
+            assert_eq!(str_at(ds, "/spec/datasource/type"), "tempo");
+            for field in strings(
+                &facts,
+                "/grafana_operator/deprecated_fields/GrafanaDatasource",
+            ) {
+                let pointer = format!("/{}", field.replace('.', "/"));
+                assert!(
+                    ds.pointer(&pointer).is_none(),
+                    "{who}: {field} is deprecated"
+                );
+            }
+            assert!(!str_at(ds, "/spec/uid").is_empty(), "{who}: spec.uid");
+            let json_data = ds["spec"]["datasource"]["jsonData"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            for key in json_data.keys() {
+                assert!(
+                    known.contains(key),
+                    "{who}: jsonData.{key} is not read by Grafana's Tempo datasource"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dashboard_outside_grafanas_namespace_allows_cross_namespace_import() {
+    let facts = upstream("grafana-v5.24.0-and-tempo-datasource.yaml");
+    let field = str_at(&facts, "/grafana_operator/cross_namespace_needs");
+    let pointer = format!("/{}", field.replace('.', "/"));
+    let objects = build("manifests/overlays/default");
+    let dashboards = of_kind(&objects, "GrafanaDashboard");
+    assert!(!dashboards.is_empty());
+    for d in dashboards {
+        // The platform team's Grafana is selected by label and may run in any namespace.
+        assert_eq!(str_at(d, "/metadata/namespace"), "monitoring");
+        assert_eq!(
+            d.pointer(&pointer),
+            Some(&Value::Bool(true)),
+            "{}: {field}",
+            name_of(d)
+        );
+    }
+}
+
+// ------------------------------------------------------------------ the Istio variant
+
+#[test]
+fn istio_collectors_export_over_plain_http_with_the_bearer_token() {
+    let transport = upstream("otel-collector-transport-v0.158.0.yaml");
+    assert_eq!(
+        transport["bearertokenauth"]["grpc_requires_transport_security"],
+        true
+    );
+    assert_eq!(
+        transport["bearertokenauth"]["http_requires_transport_security"],
+        false
+    );
+    for overlay in OVERLAYS {
+        for c in of_kind(&build(overlay), "OpenTelemetryCollector") {
+            let who = format!("{overlay} {}", name_of(c));
+            let exporters = c["spec"]["config"]["exporters"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            for (id, e) in &exporters {
+                if str_at(e, "/auth/authenticator") != "bearertokenauth" {
+                    continue;
+                }
+                let plaintext = e.pointer("/tls/insecure") == Some(&Value::Bool(true))
+                    || str_at(e, "/endpoint").starts_with("http://");
+                // grpc-go refuses bearertokenauth's credentials without transport security.
+                assert!(
+                    !(id.starts_with("otlp_grpc") && plaintext),
+                    "{who}: {id} over plaintext gRPC never sends the token"
+                );
+            }
+            if overlay.ends_with("istio") {
+                let e = &exporters["otlp_http/tempo"];
+                assert_eq!(
+                    str_at(e, "/endpoint"),
+                    "http://tempo-tempo-distributor.monitoring.svc.cluster.local:4318",
+                    "{who}: plaintext to the distributor, the sidecar adds mTLS"
+                );
+                assert_eq!(
+                    strings(c, "/spec/config/service/pipelines/traces/exporters"),
+                    ["otlp_http/tempo"]
+                );
+            }
+        }
+    }
+}
+
+/// Items 6 and 7 of issue 10: under sidecars, no Tempo port may carry something other than
+/// what Istio parses it as. The operator names 7946 `http-memberlist` (gossip, not HTTP) and
+/// puts Tempo's own TLS on `grpc` / `http` while its encryption gates are on.
+#[test]
+fn istio_variant_keeps_tempo_traffic_parseable_by_the_sidecars() {
+    let operator = upstream("tempo-operator-v0.22.0.yaml");
+    let istio = upstream("istio-1.30.yaml");
+    let http_prefixes = strings(&istio, "/http_name_prefixes");
+    let parsed_as_http = |name: &str| {
+        http_prefixes
+            .iter()
+            .any(|p| name == p || name.starts_with(&format!("{p}-")))
+    };
+    // Gossip is parsed as HTTP unless it bypasses the sidecars.
+    assert!(parsed_as_http("http-memberlist"));
+    assert_eq!(operator["service_ports"]["http-memberlist"], 7946);
+    let mesh = repo_yaml("manifests/overlays/istio/mesh-config-patch.yaml");
+    for key in ["excludeInboundPorts", "excludeOutboundPorts"] {
+        let ports = str_at(&mesh, &format!("/global/proxy/{key}"));
+        assert!(
+            ports.split(',').any(|p| p.trim() == "7946"),
+            "mesh-config-patch.yaml global.proxy.{key} must exclude Tempo's memberlist (7946)"
+        );
+    }
+    // `grpc` and `http` are parsed as gRPC / HTTP: Tempo must not put its own TLS there.
+    assert!(parsed_as_http("grpc") && parsed_as_http("http"));
+    let patch = repo_yaml("manifests/overlays/istio/tempo-operator-patch.yaml");
+    let env = &patch["spec"]["template"]["spec"]["containers"][0]["env"];
+    let gates = env
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| str_at(e, "/name") == str_at(&operator, "/feature_gates_env"))
+        .map(|e| str_at(e, "/value").to_string())
+        .expect("FEATURE_GATES in tempo-operator-patch.yaml");
+    for gate in ["httpEncryption", "grpcEncryption"] {
+        assert_eq!(
+            operator["default_gates"][gate], true,
+            "{gate} is on by default"
+        );
+        assert!(
+            gates.split(',').any(|g| g.trim() == format!("-{gate}")),
+            "tempo-operator-patch.yaml must turn {gate} off: {gates:?}"
+        );
+    }
+}
+
+/// Prometheus scrapes tenant-authz under STRICT mTLS: the ServiceMonitor's port is outside the
+/// sidecar and admitted from Prometheus by the NetworkPolicy.
+#[test]
+fn istio_variant_lets_prometheus_scrape_what_its_servicemonitor_names() {
+    let objects = build("manifests/overlays/istio");
+    let monitor = of_kind(&objects, "ServiceMonitor")
+        .into_iter()
+        .find(|m| str_at(m, "/metadata/name") == "tenant-authz")
+        .expect("tenant-authz ServiceMonitor");
+    let port_name = str_at(monitor, "/spec/endpoints/0/port");
+    let deployment = of_kind(&objects, "Deployment")
+        .into_iter()
+        .find(|d| str_at(d, "/metadata/name") == "tenant-authz")
+        .expect("tenant-authz Deployment");
+    let container_port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| str_at(p, "/name") == port_name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("container port {port_name}"));
+    let excluded = str_at(
+        deployment,
+        "/spec/template/metadata/annotations/traffic.sidecar.istio.io~1excludeInboundPorts",
+    );
+    assert!(
+        excluded
+            .split(',')
+            .any(|p| p.trim() == container_port.to_string()),
+        "port {container_port} must bypass the sidecar (STRICT would refuse plaintext scrapes)"
+    );
+    let policy = of_kind(&objects, "NetworkPolicy")
+        .into_iter()
+        .find(|n| str_at(n, "/metadata/name") == "tenant-authz")
+        .expect("tenant-authz NetworkPolicy");
+    let admitted = policy["spec"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|rule| {
+            let from_prometheus = rule["from"].as_array().into_iter().flatten().any(|peer| {
+                str_at(peer, "/podSelector/matchLabels/app.kubernetes.io~1name") == "prometheus"
+            });
+            let port = rule["ports"].as_array().into_iter().flatten().any(|p| {
+                str_at(p, "/port") == port_name || p["port"].as_u64() == Some(container_port)
+            });
+            from_prometheus && port
+        });
+    assert!(
+        admitted,
+        "NetworkPolicy tenant-authz must admit {port_name} from Prometheus"
+    );
+}

@@ -184,9 +184,13 @@ def check_crds(builds):
                 ns = get(d, "metadata.namespace")
                 cfg = s.get("config", {})
                 exps = cfg.get("exporters", {})
-                tempo = exps.get("otlp/tempo", {})
+                # otlp_grpc/tempo (frontends, TLS) or otlp_http/tempo (istio overlay, sidecar mTLS).
+                tempo_ids = [e for e in exps if e in ("otlp_grpc/tempo", "otlp_http/tempo")]
+                tempo = exps.get(tempo_ids[0], {}) if len(tempo_ids) == 1 else {}
+                if len(tempo_ids) != 1:
+                    fail(w, f"exactly one exporter otlp_grpc/tempo or otlp_http/tempo, got {sorted(exps)}")
                 if tempo.get("auth", {}).get("authenticator") != "bearertokenauth":
-                    fail(w, "exporter otlp/tempo must authenticate with bearertokenauth")
+                    fail(w, "exporter to Tempo must authenticate with bearertokenauth")
                 if tempo.get("headers", {}).get("X-Scope-OrgID") != ns:
                     fail(w, f"X-Scope-OrgID must be the namespace {ns!r}")
                 if "bearertokenauth" not in get(cfg, "service.extensions", []):
@@ -273,7 +277,7 @@ def check_pods(builds):
 
 
 def check_tenant_authz_pod(builds):
-    group("tenant-authz: 2+ replicas, spread, probes on the admin port, image, grace >= delay + grace")
+    group("tenant-authz: 2+ replicas (HPA-owned), spread, probes on the admin port, image, grace >= delay + grace")
     for build, docs in builds.items():
         for d in docs:
             if d.get("kind") != "Deployment" or get(d, "metadata.name") != "tenant-authz":
@@ -281,8 +285,14 @@ def check_tenant_authz_pod(builds):
             w = f"{build} {name_of(d)}"
             pod = get(d, "spec.template.spec")
             c = pod["containers"][0]
-            if (d["spec"].get("replicas") or 0) < 2:
-                fail(w, "replicas >= 2")
+            # The HPA owns the replica count: a written `replicas` resets it on every apply.
+            if "replicas" in d["spec"]:
+                fail(w, "no spec.replicas: the HorizontalPodAutoscaler owns it")
+            hpas = [h for h in docs if h.get("kind") == "HorizontalPodAutoscaler"
+                    and get(h, "spec.scaleTargetRef.kind") == "Deployment"
+                    and get(h, "spec.scaleTargetRef.name") == "tenant-authz"]
+            if len(hpas) != 1 or (get(hpas[0], "spec.minReplicas") or 0) < 2:
+                fail(w, "one HorizontalPodAutoscaler with minReplicas >= 2 must own the replicas")
             if not pod.get("topologySpreadConstraints"):
                 fail(w, "topologySpreadConstraints required")
             if get(c, "livenessProbe.httpGet.path") != "/healthz" or get(c, "readinessProbe.httpGet.path") != "/readyz":
@@ -513,6 +523,11 @@ def check_mesh_config(repo):
     for k, v in want.items():
         if p.get(k) != v:
             fail("mesh-config-patch.yaml", f"envoyExtAuthzGrpc.{k} = {p.get(k)!r}, want {v!r}")
+    # Tempo's memberlist port (the operator names it http-memberlist) bypasses the sidecars.
+    for k in ("excludeInboundPorts", "excludeOutboundPorts"):
+        ports = str(get(doc, f"global.proxy.{k}", "")).split(",")
+        if "7946" not in [x.strip() for x in ports]:
+            fail("mesh-config-patch.yaml", f"global.proxy.{k} must contain 7946 (Tempo's memberlist)")
 
 
 def main():
