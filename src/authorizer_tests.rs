@@ -504,3 +504,37 @@ fn identity_ttl_is_not_rounded_past_the_exp() {
     let ttl = identity_ttl(Duration::from_secs(120), &token(&jwt(1_000_030)), now);
     assert_eq!(ttl, Duration::from_millis(1));
 }
+
+/// Cache confusion: a cached allow answers only its own token, tenant and action.
+#[tokio::test]
+async fn a_cached_allow_is_for_its_token_tenant_and_action_only() {
+    let e = engine();
+    e.reviewer().add_token("tok-other", "other");
+    assert!(e
+        .check(&token("tok-query"), tenants("a"), Action::Read)
+        .await
+        .is_allowed());
+    // Another token (a different hash), another action, another tenant: asked, and denied.
+    for (tok, tenant, action) in [
+        ("tok-other", "a", Action::Read),
+        ("tok-query", "a", Action::Write),
+        ("tok-query", "z", Action::Read),
+        ("tok-quer", "a", Action::Read),
+        ("tok-queryx", "a", Action::Read),
+    ] {
+        let d = e.check(&token(tok), tenants(tenant), action).await;
+        assert!(
+            !d.is_allowed(),
+            "{tok} {tenant} {action:?} used another's allow"
+        );
+        assert!(
+            !d.cached(),
+            "{tok} {tenant} {action:?} answered from the cache"
+        );
+    }
+    // `a|z` is not answered by the cached `a`.
+    let d = e
+        .check(&token("tok-query"), tenants("a|z"), Action::Read)
+        .await;
+    assert_eq!(status(&d), 403);
+}

@@ -317,3 +317,34 @@ async fn no_failure_shape_puts_the_token_in_a_log_or_an_answer() {
         assert_no_token_piece(&format!("{shape}: /metrics"), &authz.metrics().await);
     }
 }
+
+/// API impersonation: a server whose certificate is not from the kubeconfig's CA is never
+/// asked anything (the token is not sent to it), and tenant-authz stays not ready: 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_with_a_certificate_from_another_ca_is_refused() {
+    use base64::Engine as _;
+    let fake = fake().await;
+    let impostor_ca = support::tls::TestCerts::generate().ca_cert_pem;
+    let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    let yaml = std::fs::read_to_string(fake.kubeconfig_path()).expect("kubeconfig");
+    let real_ca = b64(fake.ca_pem());
+    assert!(
+        yaml.contains(&real_ca),
+        "the kubeconfig carries the CA as data"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, yaml.replace(&real_ca, &b64(&impostor_ca))).expect("write");
+
+    let authz = AuthzProcess::spawn(&kubeconfig, &[], &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(authz.admin_get("/readyz").await.expect("readyz").0, 503);
+    let (status, body) = read(&authz, "showcase").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        fake.token_reviews(),
+        0,
+        "a review reached the server that was not trusted"
+    );
+    assert_no_token_piece("the log", &authz.log());
+}
