@@ -130,14 +130,20 @@ fn threat_table_names_tests_that_exist() {
         for dir in ["src", "tests"] {
             files_named(&root.join(dir), module, &mut files);
         }
-        assert!(!files.is_empty(), "README names `{module}::…`: no {module}.rs");
+        assert!(
+            !files.is_empty(),
+            "README names `{module}::…`: no {module}.rs"
+        );
         let sources: String = files
             .iter()
             .map(|f| std::fs::read_to_string(f).expect("read source"))
             .collect();
         for name in names {
             if name == "tests" {
-                assert!(sources.contains("mod tests"), "{module} has no tests module");
+                assert!(
+                    sources.contains("mod tests"),
+                    "{module} has no tests module"
+                );
             } else {
                 assert!(
                     sources.contains(&format!("fn {name}(")),
@@ -159,5 +165,8 @@ fn threat_table_names_tests_that_exist() {
             checked += 1;
         }
     }
-    assert!(checked >= 30, "only {checked} names found in the threat table");
+    assert!(
+        checked >= 30,
+        "only {checked} names found in the threat table"
+    );
 }

@@ -282,8 +282,12 @@ fn identity(user: UserInfo, token: &BearerToken) -> Result<Identity, ReviewError
             "the user name, a group or an extra value has control characters",
         ));
     }
-    if texts().any(|s| token.is_quoted_in(s)) {
-        return Err(invalid(kind, "the user quotes the credential"));
+    // Only the name leaves tenant-authz (403 bodies, log lines, metadata); uid, groups and
+    // extra go back to the API server alone, in SARs. So only the name must not quote the
+    // token: a JWT cannot contain it in clear (its claims are base64url), and a name an API
+    // copied from the token would put a piece of it in every log line.
+    if token.is_quoted_in(&identity.username) {
+        return Err(invalid(kind, "the user name quotes the credential"));
     }
     Ok(identity)
 }
