@@ -129,6 +129,22 @@ pub struct Cli {
     /// How long an identity is reused, capped by the token's exp [default: 2m]
     #[arg(long, env = "TENANT_AUTHZ_CACHE_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_identity_ttl: Option<Duration>,
+
+    /// Allowed TTL while the RBAC watches are up [default: 10m]
+    #[arg(long, env = "TENANT_AUTHZ_CACHE_WATCHED_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
+    pub cache_watched_allowed_ttl: Option<Duration>,
+
+    /// Identity TTL while the ServiceAccount watch is up [default: 10m]
+    #[arg(long, env = "TENANT_AUTHZ_CACHE_WATCHED_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
+    pub cache_watched_identity_ttl: Option<Duration>,
+
+    /// Watch RBAC, ServiceAccounts and Namespaces to revoke at once: true or false [default: true]
+    #[arg(long, env = "TENANT_AUTHZ_WATCH_RBAC", value_name = "BOOL")]
+    pub watch_rbac: Option<bool>,
+
+    /// Also watch Pods (metadata), for pod-bound tokens: true or false [default: false]
+    #[arg(long, env = "TENANT_AUTHZ_WATCH_PODS", value_name = "BOOL")]
+    pub watch_pods: Option<bool>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -186,6 +202,10 @@ impl Cli {
             cache_denied_ttl => cache.denied_ttl,
             cache_unauthenticated_ttl => cache.unauthenticated_ttl,
             cache_identity_ttl => cache.identity_ttl,
+            cache_watched_allowed_ttl => cache.watched_allowed_ttl,
+            cache_watched_identity_ttl => cache.watched_identity_ttl,
+            watch_rbac => kubernetes.watch_rbac,
+            watch_pods => kubernetes.watch_pods,
         );
         if let Some(k) = &self.kubeconfig {
             c.kubernetes.kubeconfig = Some(k.clone());

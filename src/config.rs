@@ -155,6 +155,13 @@ pub struct KubernetesConfig {
     /// At most this many SubjectAccessReviews in flight for one Check (a cross-tenant query
     /// naming 64 tenants asks them a few at a time, not all at once).
     pub max_reviews_per_check: usize,
+    /// Watch Roles, RoleBindings, ClusterRoles, ClusterRoleBindings, ServiceAccounts and
+    /// Namespaces, and drop the cached decisions a change affects at once (needs `list` and
+    /// `watch` on them).
+    pub watch_rbac: bool,
+    /// Also watch Pods (metadata only), so a pod-bound token's identity is dropped when its
+    /// pod is deleted. Off by default: a cluster-wide pod watch is the costliest of all.
+    pub watch_pods: bool,
 }
 
 impl Default for KubernetesConfig {
@@ -164,6 +171,8 @@ impl Default for KubernetesConfig {
             audiences: Vec::new(),
             max_concurrent_reviews: 32,
             max_reviews_per_check: 4,
+            watch_rbac: true,
+            watch_pods: false,
         }
     }
 }
@@ -265,6 +274,15 @@ pub struct CacheConfig {
     /// How long an identity (TokenReview result) is reused; capped by the JWT's `exp`.
     #[serde(with = "humantime_serde")]
     pub identity_ttl: Duration,
+    /// `allowed_ttl` while the RBAC watches are synced and up (`kubernetes.watch_rbac`): a
+    /// revoked grant is then dropped at once, so an allow may live longer. Falls back to
+    /// `allowed_ttl` whenever a watch is down.
+    #[serde(with = "humantime_serde")]
+    pub watched_allowed_ttl: Duration,
+    /// `identity_ttl` while the ServiceAccount watch is synced and up (still capped by the
+    /// JWT's `exp`; pod-bound tokens keep `identity_ttl` unless `kubernetes.watch_pods`).
+    #[serde(with = "humantime_serde")]
+    pub watched_identity_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -277,6 +295,8 @@ impl Default for CacheConfig {
             denied_ttl: Duration::from_secs(10),
             unauthenticated_ttl: Duration::from_secs(10),
             identity_ttl: Duration::from_secs(120),
+            watched_allowed_ttl: Duration::from_secs(600),
+            watched_identity_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -558,6 +578,8 @@ impl Config {
             ("cache.denied_ttl", c.denied_ttl),
             ("cache.unauthenticated_ttl", c.unauthenticated_ttl),
             ("cache.identity_ttl", c.identity_ttl),
+            ("cache.watched_allowed_ttl", c.watched_allowed_ttl),
+            ("cache.watched_identity_ttl", c.watched_identity_ttl),
         ] {
             if value > MAX_CACHE_TTL {
                 return invalid(
