@@ -19,7 +19,7 @@
 #[path = "../tests/support/envoy.rs"]
 mod envoy;
 #[allow(dead_code, unused_imports)]
-#[path = "../tests/support/fake_kube.rs"]
+#[path = "../tests/support/fake_kube/mod.rs"]
 mod fake_kube;
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/support/tls.rs"]

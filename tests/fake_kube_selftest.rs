@@ -172,7 +172,7 @@ async fn token_review_json_matches_the_real_server() {
     assert_eq!(v["major"], "1");
 
     let (code, text) = fake
-        .raw_request("GET", "/api/v1/pods", Some(&token), b"")
+        .raw_request("GET", "/api/v1/secrets", Some(&token), b"")
         .await;
     assert_eq!(code, 404);
     let v: Value = serde_json::from_str(&text).expect("JSON answer");
