@@ -1,7 +1,7 @@
 //! Admin HTTP server: `/healthz` (alive), `/readyz` (can serve), `/metrics` (Prometheus).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -15,6 +15,8 @@ use prometheus_client::registry::Registry;
 pub struct Readiness {
     backend_ready: AtomicBool,
     shutting_down: AtomicBool,
+    /// A line `/readyz` adds when ready but degraded (e.g. a watch is down).
+    note: Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -24,6 +26,15 @@ impl Readiness {
 
     pub fn set_shutting_down(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Sets or clears the note `/readyz` adds (it does not change readiness).
+    pub fn set_note(&self, note: Option<String>) {
+        *self.note.lock().unwrap_or_else(|p| p.into_inner()) = note;
+    }
+
+    pub fn note(&self) -> Option<String> {
+        self.note.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// `Ok` when ready, else why not.
@@ -57,7 +68,10 @@ pub fn router(readiness: Arc<Readiness>, registry: Arc<Registry>) -> Router {
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     match state.readiness.check() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(()) => match state.readiness.note() {
+            Some(note) => (StatusCode::OK, format!("ready ({note})\n")),
+            None => (StatusCode::OK, "ready\n".to_string()),
+        },
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),

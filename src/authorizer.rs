@@ -16,7 +16,7 @@ use tokio::time::{timeout_at, Instant};
 use base64::Engine;
 use tokio::sync::Semaphore;
 
-use crate::cache::{DecisionKey, Outcome, Source, Tier, Timed};
+use crate::cache::{Outcome, Scope, Scoping, Source, Tier, Timed};
 use crate::config::CacheConfig;
 use crate::metrics::{CacheName, CacheResult, Metrics};
 use crate::model::{
@@ -39,16 +39,74 @@ pub struct KnownIdentity {
     /// The user name, shared with every decision cached for this token.
     pub user: Arc<str>,
     pub expires_at: Instant,
-    /// The identities cache's generation when the TokenReview began: a decision made with an
-    /// identity from before an invalidation is answered but not cached.
-    pub generation: u64,
+    /// The identities cache's epoch when the TokenReview began: a decision made with an
+    /// identity whose user was invalidated since is answered but not cached.
+    pub epoch: u64,
+}
+
+/// Key of an authorization decision: the token's hash, a tenant, an action. Never the token.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct DecisionKey {
+    pub token: TokenHash,
+    pub tenant: Tenant,
+    pub action: Action,
+}
+
+/// The invalidation scope of a tenant's decisions.
+pub fn tenant_scope(tenant: &Tenant) -> Scope {
+    Scope::of("tenant", tenant.as_str())
+}
+
+/// The invalidation scope of a user's identities and decisions.
+pub fn user_scope(username: &str) -> Scope {
+    Scope::of("user", username)
+}
+
+/// Which watches are synced and up: while one is, the matching TTL may be the long one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchHealth {
+    /// Roles, RoleBindings, ClusterRoles, ClusterRoleBindings and Namespaces.
+    pub rbac: bool,
+    pub service_accounts: bool,
+    pub pods: bool,
+}
+
+type Failure = ReviewError;
+
+/// What the watches ask of the engine, in its own words (no Kubernetes types): which answers
+/// to drop, and whether the long TTLs may be used.
+pub trait Invalidate: Send + Sync + 'static {
+    fn invalidate_tenant(&self, tenant: &Tenant);
+    fn invalidate_user(&self, username: &str);
+    fn invalidate_pod(&self, pod_uid: &str) -> usize;
+    fn invalidate_decisions(&self);
+    fn set_watch_health(&self, health: WatchHealth);
+}
+
+impl<R: Reviewer> Invalidate for Authorizer<R> {
+    fn invalidate_tenant(&self, tenant: &Tenant) {
+        Authorizer::invalidate_tenant(self, tenant)
+    }
+    fn invalidate_user(&self, username: &str) {
+        Authorizer::invalidate_user(self, username)
+    }
+    fn invalidate_pod(&self, pod_uid: &str) -> usize {
+        Authorizer::invalidate_pod(self, pod_uid)
+    }
+    fn invalidate_decisions(&self) {
+        Authorizer::invalidate_decisions(self)
+    }
+    fn set_watch_health(&self, health: WatchHealth) {
+        Authorizer::set_watch_health(self, health)
+    }
 }
 
 /// Decides Checks. Cheap to share behind an `Arc`.
 pub struct Authorizer<R> {
     reviewer: R,
-    identities: Tier<TokenHash, Arc<KnownIdentity>, Arc<DenyReason>>,
-    decisions: Tier<DecisionKey, Arc<str>, Arc<DenyReason>>,
+    identities: Tier<TokenHash, Arc<KnownIdentity>, Arc<DenyReason>, Failure>,
+    decisions: Tier<DecisionKey, Arc<str>, Arc<DenyReason>, Failure>,
+    health: std::sync::Mutex<WatchHealth>,
     /// Two budgets, so that one cannot starve the other: TokenReviews are what anyone can
     /// cause with garbage tokens; SARs only an identity the API authenticated can.
     token_review_permits: Semaphore,
@@ -62,8 +120,28 @@ impl<R: Reviewer> Authorizer<R> {
         let c = &settings.cache;
         Self {
             reviewer,
-            identities: Tier::new(c.max_identities, c.max_negative_entries),
-            decisions: Tier::new(c.max_entries, c.max_negative_entries),
+            identities: Tier::new(
+                c.max_identities,
+                c.max_negative_entries,
+                Scoping {
+                    key: |_| None,
+                    positive: |known| Some(user_scope(&known.user)),
+                    negative: |_| None,
+                },
+            ),
+            decisions: Tier::new(
+                c.max_entries,
+                c.max_negative_entries,
+                Scoping {
+                    key: |k| Some(tenant_scope(&k.tenant)),
+                    positive: |user| Some(user_scope(user)),
+                    negative: |reason| match &**reason {
+                        DenyReason::Forbidden { user, .. } => Some(user_scope(user)),
+                        _ => None,
+                    },
+                },
+            ),
+            health: std::sync::Mutex::new(WatchHealth::default()),
             token_review_permits: Semaphore::new((settings.max_concurrent_reviews / 2).max(1)),
             access_review_permits: Semaphore::new(
                 (settings.max_concurrent_reviews - settings.max_concurrent_reviews / 2).max(1),
@@ -196,13 +274,14 @@ impl<R: Reviewer> Authorizer<R> {
         let (outcome, source) = self
             .identities
             .get_or_load(&hash, async {
-                let generation = self.identities.generation();
+                let epoch = self.identities.epoch();
                 let answer = self
                     .review(ReviewKind::TokenReview, self.reviewer.authenticate(token))
                     .await?;
                 Ok(match answer {
                     Authentication::Authenticated { identity, .. } => {
-                        let ttl = identity_ttl(cache.identity_ttl, token, SystemTime::now());
+                        let ttl =
+                            identity_ttl(self.identity_ttl(&identity), token, SystemTime::now());
                         Ok(Timed {
                             value: Arc::new(KnownIdentity {
                                 user: identity.username.as_str().into(),
@@ -211,7 +290,7 @@ impl<R: Reviewer> Authorizer<R> {
                                 expires_at: Instant::now()
                                     .checked_add(ttl)
                                     .unwrap_or_else(Instant::now),
-                                generation,
+                                epoch,
                             }),
                             ttl,
                         })
@@ -265,9 +344,11 @@ impl<R: Reviewer> Authorizer<R> {
                         value: known.user.clone(),
                         // Never outlive the identity the decision was made for, nor keep a
                         // decision made with an identity from before an invalidation.
-                        ttl: if known.generation == self.identities.generation() {
-                            cache
-                                .allowed_ttl
+                        ttl: if self
+                            .identities
+                            .scope_unchanged_since(known.epoch, user_scope(&known.user))
+                        {
+                            self.allowed_ttl()
                                 .min(known.expires_at.saturating_duration_since(Instant::now()))
                         } else {
                             Duration::ZERO
@@ -325,7 +406,12 @@ impl<R: Reviewer> Authorizer<R> {
         result
     }
 
-    fn record_lookup<P, N>(&self, cache: CacheName, outcome: &Outcome<P, N>, source: Source) {
+    fn record_lookup<P, N>(
+        &self,
+        cache: CacheName,
+        outcome: &Outcome<P, N, Failure>,
+        source: Source,
+    ) {
         let result = match (source, outcome) {
             (Source::Hit, Outcome::Negative(_)) => CacheResult::NegativeHit,
             (Source::Hit, _) => CacheResult::Hit,
@@ -335,24 +421,91 @@ impl<R: Reviewer> Authorizer<R> {
         self.metrics.cache_lookup(cache, result);
     }
 
-    /// Drops every cached decision about `tenant` (for RBAC-watch invalidation).
+    /// Drops every cached decision about `tenant`, allows and denials (a Role or RoleBinding
+    /// changed in its namespace, or the namespace went). Other tenants keep theirs, and their
+    /// reviews in flight are still stored.
     pub fn invalidate_tenant(&self, tenant: &Tenant) {
-        let tenant = tenant.clone();
-        self.decisions.invalidate_if(move |k| k.tenant == tenant);
+        self.decisions.invalidate_scope(tenant_scope(tenant));
     }
 
-    /// Drops every cached allow of `username` and its identities.
+    /// Drops every identity and decision of `username` (its ServiceAccount was deleted or
+    /// re-created).
     pub fn invalidate_user(&self, username: &str) {
-        self.decisions
-            .invalidate_positive_where(|user| &**user == username);
-        self.identities
-            .invalidate_positive_where(|known| known.identity.username == username);
+        let scope = user_scope(username);
+        self.identities.invalidate_scope(scope);
+        self.decisions.invalidate_scope(scope);
+    }
+
+    /// Drops the identities, and every decision, of the tokens bound to the pod `pod_uid`.
+    /// Returns how many identities it found.
+    pub fn invalidate_pod(&self, pod_uid: &str) -> usize {
+        const POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+        let tokens: std::collections::HashSet<TokenHash> = self
+            .identities
+            .positive_keys_where(|known| {
+                known
+                    .identity
+                    .extra
+                    .get(POD_UID)
+                    .is_some_and(|v| v.iter().any(|u| u == pod_uid))
+            })
+            .into_iter()
+            .collect();
+        if !tokens.is_empty() {
+            self.identities.invalidate_keys(|h| tokens.contains(h));
+            self.decisions
+                .invalidate_keys(|k| tokens.contains(&k.token));
+        }
+        tokens.len()
+    }
+
+    /// Drops every cached decision, allows and denials (a ClusterRole or ClusterRoleBinding
+    /// changed: it can grant in any namespace). Identities stay.
+    pub fn invalidate_decisions(&self) {
+        self.decisions.clear();
     }
 
     /// Drops every cached answer (after the static backend's data changed).
     pub fn invalidate_all(&self) {
         self.identities.clear();
         self.decisions.clear();
+    }
+
+    /// Which watches are up: long TTLs only while they are, for entries stored before too.
+    pub fn set_watch_health(&self, health: WatchHealth) {
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = health;
+        let c = &self.settings.cache;
+        self.decisions
+            .set_max_positive_age((!health.rbac).then_some(c.allowed_ttl));
+        self.identities
+            .set_max_positive_age((!health.service_accounts).then_some(c.identity_ttl));
+    }
+
+    pub fn watch_health(&self) -> WatchHealth {
+        *self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn allowed_ttl(&self) -> Duration {
+        let c = &self.settings.cache;
+        if self.watch_health().rbac {
+            c.watched_allowed_ttl
+        } else {
+            c.allowed_ttl
+        }
+    }
+
+    /// The identity TTL for a token whose identity is `identity`.
+    fn identity_ttl(&self, identity: &Identity) -> Duration {
+        let c = &self.settings.cache;
+        let health = self.watch_health();
+        let pod_bound = identity
+            .extra
+            .contains_key("authentication.kubernetes.io/pod-uid");
+        if health.service_accounts && (!pod_bound || health.pods) {
+            c.watched_identity_ttl
+        } else {
+            c.identity_ttl
+        }
     }
 
     /// Approximate cache sizes, for the scrape-time collector.

@@ -1,8 +1,21 @@
-//! Bounded TTL caches with coalescing of identical misses.
+//! Bounded TTL caches with coalescing of identical misses and scoped invalidation.
 //!
 //! Each [`Tier`] is a positive cache and a separate, smaller negative cache (so a flood of
 //! unknown tokens or denials cannot evict the allows of real tenants), plus a table of the
-//! loads in flight, so concurrent identical misses run one review and share its answer.
+//! loads in flight, so concurrent identical misses run one load and share its answer.
+//!
+//! The cache knows nothing of what it caches: keys, values and the loader's error are type
+//! parameters (as in moka's `try_get_with<F, E>`), and what an entry depends on is a
+//! [`Scope`] (a tenant, a user) that the owner of the tier derives from keys and values
+//! ([`Scoping`]). The contract, tested in `cache_tests.rs`:
+//!
+//! * [`Tier::invalidate_scope`] drops every entry of a scope, and no answer whose load began
+//!   before the call is stored afterwards (it still answers its own callers): a revocation
+//!   seen by a watch cannot be undone by a review that was already in flight. Only that scope's
+//!   loads are affected; the work of every other scope is kept.
+//! * [`Tier::invalidate_keys`] and [`Tier::clear`] do the same for arbitrary keys and for all.
+//! * [`Tier::set_max_positive_age`] bounds the age of positive answers on read (the allow TTL
+//!   falls back to the short one while a watch is down, for entries stored before too).
 //!
 //! Why a sharded `lru` and not moka: measured here, a moka entry costs 340-460 bytes besides
 //! its key and value (LRU deques, timer wheel, frequency sketch), which alone puts 100 000
@@ -14,7 +27,7 @@
 //! cancelled (its Check hit the deadline) a waiter takes over.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -23,9 +36,6 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use tokio::sync::watch;
 
-use crate::model::{Action, Tenant, TokenHash};
-use crate::review::ReviewError;
-
 /// A value to cache and how long it lives.
 #[derive(Clone)]
 pub struct Timed<V> {
@@ -33,12 +43,38 @@ pub struct Timed<V> {
     pub ttl: Duration,
 }
 
-/// Key of an authorization decision: the token's hash, a tenant, an action. Never the token.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub struct DecisionKey {
-    pub token: TokenHash,
-    pub tenant: Tenant,
-    pub action: Action,
+/// What cached answers depend on, for invalidation: e.g. one tenant, or one user. Owners of a
+/// tier build scopes with [`Scope::of`]; two names that hash alike only make an invalidation
+/// drop a little more than it had to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Scope(u64);
+
+impl Scope {
+    /// The scope of `name` in the namespace `kind` ("tenant", "user").
+    pub fn of(kind: &str, name: &str) -> Scope {
+        // SipHash with fixed keys: the same scope for the same name within the process.
+        let mut h = std::hash::DefaultHasher::new();
+        (kind, name).hash(&mut h);
+        Scope(h.finish())
+    }
+}
+
+/// How a tier finds the scopes of a key and of its answers.
+pub struct Scoping<K, P, N> {
+    pub key: fn(&K) -> Option<Scope>,
+    pub positive: fn(&P) -> Option<Scope>,
+    pub negative: fn(&N) -> Option<Scope>,
+}
+
+impl<K, P, N> Scoping<K, P, N> {
+    /// No scopes: only [`Tier::invalidate_keys`] and [`Tier::clear`] apply.
+    pub fn none() -> Self {
+        Self {
+            key: |_| None,
+            positive: |_| None,
+            negative: |_| None,
+        }
+    }
 }
 
 /// Where an answer came from.
@@ -46,9 +82,9 @@ pub struct DecisionKey {
 pub enum Source {
     /// Found in a cache.
     Hit,
-    /// This call ran the review.
+    /// This call ran the load.
     Loaded,
-    /// An identical concurrent miss ran the review and this call shared its answer.
+    /// An identical concurrent miss ran the load and this call shared its answer.
     Coalesced,
 }
 
@@ -60,19 +96,23 @@ impl Source {
 
 /// A looked-up answer.
 #[derive(Clone, Debug)]
-pub enum Outcome<P, N> {
+pub enum Outcome<P, N, E> {
     Positive(P),
     Negative(N),
-    Failed(ReviewError),
+    Failed(E),
 }
 
 /// What a loader returns: a positive or negative answer with its TTL, or a failure (not cached).
-pub type Loaded<P, N> = Result<Result<Timed<P>, Timed<N>>, ReviewError>;
+pub type Loaded<P, N, E> = Result<Result<Timed<P>, Timed<N>>, E>;
 
 const SHARDS: usize = 16;
+/// Stripes of scope epochs: a fixed array, so invalidating a million distinct scopes costs no
+/// memory; two scopes sharing a stripe only make a few loads of one not stored.
+const STRIPES: usize = 1024;
 
 struct Entry<V> {
     value: V,
+    inserted_at: Instant,
     expires_at: Instant,
 }
 
@@ -117,11 +157,14 @@ impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
         &self.shards[h % self.shards.len()]
     }
 
-    fn get(&self, key: &K) -> Option<V> {
+    /// The value if it has not expired and is at most `max_age` old.
+    fn get(&self, key: &K, max_age: Duration) -> Option<V> {
         let now = Instant::now();
         let mut shard = lock(self.shard(key));
         match shard.get(key) {
-            Some(e) if e.expires_at > now => Some(e.value.clone()),
+            Some(e) if e.expires_at > now && now.duration_since(e.inserted_at) <= max_age => {
+                Some(e.value.clone())
+            }
             Some(_) => {
                 shard.pop(key);
                 None
@@ -130,20 +173,35 @@ impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
         }
     }
 
-    fn insert(&self, key: K, timed: Timed<V>) {
+    /// Stores `timed` if `still_valid()` holds, checked under the shard's lock: an
+    /// invalidation either happened before (and `still_valid` says so) or removes the entry
+    /// after (it takes the same lock).
+    fn insert_if(&self, key: K, timed: Timed<V>, still_valid: impl FnOnce() -> bool) {
+        let now = Instant::now();
         // An `Instant` that cannot hold now + ttl (a TTL of centuries) is not cached: no
         // number from a config or a token may panic the server.
-        let Some(expires_at) = Instant::now().checked_add(timed.ttl) else {
+        let Some(expires_at) = now.checked_add(timed.ttl) else {
             return;
         };
         if timed.ttl.is_zero() {
             return;
         }
-        let entry = Entry {
-            value: timed.value,
-            expires_at,
-        };
-        lock(self.shard(&key)).put(key, entry);
+        let mut shard = lock(self.shard(&key));
+        if still_valid() {
+            shard.put(
+                key,
+                Entry {
+                    value: timed.value,
+                    inserted_at: now,
+                    expires_at,
+                },
+            );
+        }
+    }
+
+    #[cfg(test)]
+    fn insert(&self, key: K, timed: Timed<V>) {
+        self.insert_if(key, timed, || true);
     }
 
     fn remove(&self, key: &K) {
@@ -156,29 +214,92 @@ impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
         }
     }
 
+    fn keys_where(&self, mut pred: impl FnMut(&K, &V) -> bool) -> Vec<K> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            out.extend(
+                lock(shard)
+                    .iter()
+                    .filter(|(k, e)| pred(k, &e.value))
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        out
+    }
+
     fn len(&self) -> u64 {
         self.shards.iter().map(|s| lock(s).len() as u64).sum()
     }
 }
 
+/// Invalidation epochs: a counter bumped by every invalidation, and for each scope stripe
+/// (and for "everything") the epoch of its last invalidation. A load remembers the epoch it
+/// began in; its answer may be stored only if none of its scopes was invalidated since.
+struct Epochs {
+    now: AtomicU64,
+    everything: AtomicU64,
+    stripes: Box<[AtomicU64]>,
+}
+
+impl Epochs {
+    fn new() -> Self {
+        Self {
+            now: AtomicU64::new(0),
+            everything: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn current(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    fn stripe(&self, scope: Scope) -> &AtomicU64 {
+        &self.stripes[(scope.0 % STRIPES as u64) as usize]
+    }
+
+    /// Marks `scope` (or everything) invalidated as of a new epoch.
+    fn invalidate(&self, scope: Option<Scope>) {
+        let epoch = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        match scope {
+            Some(s) => self.stripe(s).fetch_max(epoch, Ordering::SeqCst),
+            None => self.everything.fetch_max(epoch, Ordering::SeqCst),
+        };
+    }
+
+    /// No invalidation of these scopes, nor of everything, since `since`.
+    fn unchanged_since(&self, since: u64, scopes: impl IntoIterator<Item = Scope>) -> bool {
+        self.everything.load(Ordering::SeqCst) <= since
+            && scopes
+                .into_iter()
+                .all(|s| self.stripe(s).load(Ordering::SeqCst) <= since)
+    }
+}
+
 /// The shared answer of one load in flight: `None` until it is known.
-type Flight<P, N> = watch::Receiver<Option<Outcome<P, N>>>;
+type Flight<P, N, E> = watch::Receiver<Option<Outcome<P, N, E>>>;
+
+/// A load in flight and the epoch it began in (a miss joins it only if still current).
+struct InFlight<P, N, E> {
+    flight: Flight<P, N, E>,
+    since: u64,
+}
 
 /// Removes a load from the in-flight table when the loader finishes or is cancelled; dropping
 /// the sender wakes the waiters, who then take over if no answer was sent. Only its own entry:
-/// an invalidation may have emptied the table and a newer load may hold the key.
-struct FlightGuard<'a, K: Hash + Eq, P, N> {
-    inflight: &'a Mutex<HashMap<K, Flight<P, N>>>,
+/// a newer load may hold the key.
+struct FlightGuard<'a, K: Hash + Eq, P, N, E> {
+    inflight: &'a Mutex<HashMap<K, InFlight<P, N, E>>>,
     key: &'a K,
-    own: Flight<P, N>,
+    own: Flight<P, N, E>,
 }
 
-impl<K: Hash + Eq, P, N> Drop for FlightGuard<'_, K, P, N> {
+impl<K: Hash + Eq, P, N, E> Drop for FlightGuard<'_, K, P, N, E> {
     fn drop(&mut self) {
         let mut inflight = lock(self.inflight);
         if inflight
             .get(self.key)
-            .is_some_and(|f| f.same_channel(&self.own))
+            .is_some_and(|f| f.flight.same_channel(&self.own))
         {
             inflight.remove(self.key);
         }
@@ -186,61 +307,78 @@ impl<K: Hash + Eq, P, N> Drop for FlightGuard<'_, K, P, N> {
 }
 
 /// A positive and a negative cache over one key space, and the loads in flight.
-pub struct Tier<K, P, N> {
+pub struct Tier<K, P, N, E> {
     positive: Sharded<K, P>,
     negative: Sharded<K, N>,
-    inflight: Mutex<HashMap<K, Flight<P, N>>>,
-    /// Bumped by every invalidation: a load that began before it is answered but not stored.
-    generation: AtomicU64,
+    inflight: Mutex<HashMap<K, InFlight<P, N, E>>>,
+    epochs: Epochs,
+    scoping: Scoping<K, P, N>,
+    /// Positive answers older than this are not used (nanoseconds; `u64::MAX`: no bound).
+    max_positive_age: AtomicU64,
 }
 
-impl<K, P, N> Tier<K, P, N>
+impl<K, P, N, E> Tier<K, P, N, E>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     P: Clone + Send + Sync + 'static,
     N: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
 {
-    pub fn new(max_positive: u64, max_negative: u64) -> Self {
+    pub fn new(max_positive: u64, max_negative: u64, scoping: Scoping<K, P, N>) -> Self {
         Self {
             positive: Sharded::new(max_positive),
             negative: Sharded::new(max_negative),
             inflight: Mutex::new(HashMap::new()),
-            generation: AtomicU64::new(0),
+            epochs: Epochs::new(),
+            scoping,
+            max_positive_age: AtomicU64::new(u64::MAX),
         }
     }
 
-    /// The invalidation generation (see [`Tier::clear`]).
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+    /// Positive answers older than `max_age` are treated as expired (`None`: only their TTL
+    /// counts). Applies to entries already stored.
+    pub fn set_max_positive_age(&self, max_age: Option<Duration>) {
+        let nanos = max_age.map_or(u64::MAX, |d| {
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+        });
+        self.max_positive_age.store(nanos, Ordering::SeqCst);
+    }
+
+    fn max_positive_age(&self) -> Duration {
+        Duration::from_nanos(self.max_positive_age.load(Ordering::Relaxed))
     }
 
     /// The cached answer for `key`, positive or negative (the fast path: no await).
     pub fn get_cached(&self, key: &K) -> Option<Result<P, N>> {
-        if let Some(p) = self.positive.get(key) {
+        if let Some(p) = self.positive.get(key, self.max_positive_age()) {
             return Some(Ok(p));
         }
-        self.negative.get(key).map(Err)
+        self.negative.get(key, Duration::MAX).map(Err)
     }
 
     /// The cached answer for `key`, or the answer of `load`, shared by every identical
-    /// concurrent miss. Negative answers go to the negative cache; failures are not cached.
-    pub async fn get_or_load<F>(&self, key: &K, load: F) -> (Outcome<P, N>, Source)
+    /// concurrent miss. Negative answers go to the negative cache; failures are not cached;
+    /// an answer whose scopes were invalidated while it loaded is not cached either.
+    pub async fn get_or_load<F>(&self, key: &K, load: F) -> (Outcome<P, N, E>, Source)
     where
-        F: std::future::Future<Output = Loaded<P, N>>,
+        F: std::future::Future<Output = Loaded<P, N, E>>,
     {
+        let key_scope = (self.scoping.key)(key);
         let mut load = Some(load);
         loop {
-            if let Some(hit) = self.positive.get(key) {
-                return (Outcome::Positive(hit), Source::Hit);
-            }
-            if let Some(hit) = self.negative.get(key) {
-                return (Outcome::Negative(hit), Source::Hit);
+            match self.get_cached(key) {
+                Some(Ok(hit)) => return (Outcome::Positive(hit), Source::Hit),
+                Some(Err(hit)) => return (Outcome::Negative(hit), Source::Hit),
+                None => {}
             }
             let waiting = {
                 let mut inflight = lock(&self.inflight);
                 match inflight.get(key) {
-                    Some(flight) => Err(flight.clone()),
-                    None => {
+                    // Join a load only if nothing it depends on was invalidated since it began.
+                    Some(f) if self.epochs.unchanged_since(f.since, key_scope) => {
+                        Err(f.flight.clone())
+                    }
+                    _ => {
                         // A loader stores its answer before it leaves this table: look again
                         // under the lock, or a load that just finished would run twice.
                         match self.get_cached(key) {
@@ -249,8 +387,15 @@ where
                             None => {}
                         }
                         let (tx, rx) = watch::channel(None);
-                        inflight.insert(key.clone(), rx.clone());
-                        Ok((tx, rx))
+                        let since = self.epochs.current();
+                        inflight.insert(
+                            key.clone(),
+                            InFlight {
+                                flight: rx.clone(),
+                                since,
+                            },
+                        );
+                        Ok((tx, rx, since))
                     }
                 }
             };
@@ -264,41 +409,39 @@ where
                         }
                     }
                 }
-                Ok((tx, own)) => {
+                Ok((tx, own, since)) => {
                     let _guard = FlightGuard {
                         inflight: &self.inflight,
                         key,
                         own,
                     };
-                    let generation = self.generation();
-                    let Some(load) = load.take() else {
-                        // Unreachable: a call becomes the loader at most once.
-                        return (
-                            Outcome::Failed(ReviewError::Transport {
-                                kind: crate::review::ReviewKind::TokenReview,
-                                message: "internal: loader used twice".into(),
-                            }),
-                            Source::Loaded,
-                        );
-                    };
-                    let answer = load.await;
-                    // Invalidated while loading: the answer may predate the change; give it to
-                    // this Check and its waiters, but do not keep it.
-                    let store = self.generation() == generation;
-                    let outcome = match answer {
+                    // A call becomes the loader at most once: it returns right after loading.
+                    let Some(load) = load.take() else { continue };
+                    let outcome = match load.await {
                         Ok(Ok(positive)) => {
                             let value = positive.value.clone();
-                            if store {
+                            let scopes = [key_scope, (self.scoping.positive)(&value)];
+                            let valid = || {
+                                self.epochs
+                                    .unchanged_since(since, scopes.iter().flatten().copied())
+                            };
+                            // A stale answer must not displace a fresh one either.
+                            if valid() {
                                 self.negative.remove(key);
-                                self.positive.insert(key.clone(), positive);
+                                self.positive.insert_if(key.clone(), positive, valid);
                             }
                             Outcome::Positive(value)
                         }
                         Ok(Err(negative)) => {
                             let value = negative.value.clone();
-                            if store {
+                            let scopes = [key_scope, (self.scoping.negative)(&value)];
+                            let valid = || {
+                                self.epochs
+                                    .unchanged_since(since, scopes.iter().flatten().copied())
+                            };
+                            if valid() {
                                 self.positive.remove(key);
-                                self.negative.insert(key.clone(), negative);
+                                self.negative.insert_if(key.clone(), negative, valid);
                             }
                             Outcome::Negative(value)
                         }
@@ -311,31 +454,47 @@ where
         }
     }
 
-    /// Starts a new generation: loads in flight will not be stored, and later misses do not
-    /// join them.
-    fn new_generation(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        lock(&self.inflight).clear();
+    /// Drops every entry of `scope` (by its key or by its answer, positive or negative); no
+    /// load that began before this call stores an answer of that scope after it.
+    pub fn invalidate_scope(&self, scope: Scope) {
+        self.epochs.invalidate(Some(scope));
+        let (key_scope, pos, neg) = (
+            self.scoping.key,
+            self.scoping.positive,
+            self.scoping.negative,
+        );
+        self.positive
+            .retain(|k, v| key_scope(k) != Some(scope) && pos(v) != Some(scope));
+        self.negative
+            .retain(|k, v| key_scope(k) != Some(scope) && neg(v) != Some(scope));
     }
 
-    /// Drops every entry, positive and negative, whose key matches.
-    pub fn invalidate_if(&self, pred: impl Fn(&K) -> bool) {
-        self.new_generation();
-        self.positive.retain(|k, _| !pred(k));
-        self.negative.retain(|k, _| !pred(k));
+    /// Drops every entry whose key matches; no load in flight now stores its answer.
+    pub fn invalidate_keys(&self, matches: impl Fn(&K) -> bool) {
+        self.epochs.invalidate(None);
+        self.positive.retain(|k, _| !matches(k));
+        self.negative.retain(|k, _| !matches(k));
     }
 
-    /// Drops positive entries whose value matches (e.g. a user's allows).
-    pub fn invalidate_positive_where(&self, pred: impl Fn(&P) -> bool) {
-        self.new_generation();
-        self.positive.retain(|_, v| !pred(v));
-    }
-
-    /// Drops every entry.
+    /// Drops every entry; no load in flight now stores its answer.
     pub fn clear(&self) {
-        self.new_generation();
-        self.positive.retain(|_, _| false);
-        self.negative.retain(|_, _| false);
+        self.invalidate_keys(|_| true);
+    }
+
+    /// The current invalidation epoch: remember it when a load begins that a later answer of
+    /// another tier depends on (see [`Tier::scope_unchanged_since`]).
+    pub fn epoch(&self) -> u64 {
+        self.epochs.current()
+    }
+
+    /// Whether `scope` (or everything) was invalidated after `epoch`.
+    pub fn scope_unchanged_since(&self, epoch: u64, scope: Scope) -> bool {
+        self.epochs.unchanged_since(epoch, [scope])
+    }
+
+    /// Keys of the positive entries whose value matches (e.g. the tokens of one pod).
+    pub fn positive_keys_where(&self, matches: impl Fn(&P) -> bool) -> Vec<K> {
+        self.positive.keys_where(|_, v| matches(v))
     }
 
     /// Entries held, expired ones included until they are read or evicted.
@@ -345,259 +504,5 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    fn tier() -> Tier<u32, &'static str, &'static str> {
-        Tier::new(100, 10)
-    }
-
-    #[test]
-    fn capacity_is_bounded_with_lru_eviction() {
-        let s: Sharded<u32, u32> = Sharded::new(SHARDS as u64 * 2);
-        for k in 0..1000 {
-            s.insert(
-                k,
-                Timed {
-                    value: k,
-                    ttl: Duration::from_secs(60),
-                },
-            );
-        }
-        assert!(s.len() <= SHARDS as u64 * 2 * 9 / 8, "{}", s.len());
-        let small: Sharded<u32, u32> = Sharded::new(10);
-        for k in 0..1000 {
-            small.insert(
-                k,
-                Timed {
-                    value: k,
-                    ttl: Duration::from_secs(60),
-                },
-            );
-        }
-        assert!(small.len() <= 10, "{}", small.len());
-        assert_eq!(s.get(&999), Some(999), "the most recent entry survives");
-    }
-
-    #[test]
-    fn zero_ttl_is_not_cached() {
-        let s: Sharded<u32, u32> = Sharded::new(10);
-        s.insert(
-            1,
-            Timed {
-                value: 1,
-                ttl: Duration::ZERO,
-            },
-        );
-        assert_eq!(s.get(&1), None);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_answer_loaded_across_an_invalidation_is_not_kept() {
-        let t = Arc::new(tier());
-        let loading = {
-            let t = t.clone();
-            tokio::spawn(async move {
-                // The answer is decided now, then the review takes a while to return.
-                t.get_or_load(&9, async {
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    Ok(Ok(Timed {
-                        value: "old grant",
-                        ttl: Duration::from_secs(60),
-                    }))
-                })
-                .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        t.clear();
-        // A miss after the invalidation does not join the old load.
-        let (out, src) = t
-            .get_or_load(&9, async {
-                Ok(Err(Timed {
-                    value: "revoked",
-                    ttl: Duration::from_secs(60),
-                }))
-            })
-            .await;
-        assert!(matches!(out, Outcome::Negative("revoked")));
-        assert_eq!(src, Source::Loaded);
-        let (old, _) = loading.await.unwrap();
-        assert!(
-            matches!(old, Outcome::Positive("old grant")),
-            "its own caller still gets it"
-        );
-        assert!(
-            matches!(t.get_cached(&9), Some(Err("revoked"))),
-            "the stale allow must not be stored"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn cancelled_loader_hands_over_to_a_waiter() {
-        let t = Arc::new(tier());
-        let slow = {
-            let t = t.clone();
-            tokio::spawn(async move {
-                t.get_or_load(&5, async {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    Ok(Ok(Timed {
-                        value: "never",
-                        ttl: Duration::from_secs(60),
-                    }))
-                })
-                .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let waiter = {
-            let t = t.clone();
-            tokio::spawn(async move {
-                t.get_or_load(&5, async {
-                    Ok(Ok(Timed {
-                        value: "taken over",
-                        ttl: Duration::from_secs(60),
-                    }))
-                })
-                .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        slow.abort();
-        let (out, src) = tokio::time::timeout(Duration::from_secs(2), waiter)
-            .await
-            .expect("the waiter must not hang")
-            .unwrap();
-        assert!(matches!(out, Outcome::Positive("taken over")));
-        assert_eq!(src, Source::Loaded);
-    }
-
-    #[tokio::test]
-    async fn positive_answer_is_cached_and_reused() {
-        let t = tier();
-        let calls = AtomicUsize::new(0);
-        for expected in [Source::Loaded, Source::Hit] {
-            let (out, src) = t
-                .get_or_load(&1, async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Ok(Ok(Timed {
-                        value: "yes",
-                        ttl: Duration::from_secs(60),
-                    }))
-                })
-                .await;
-            assert!(matches!(out, Outcome::Positive("yes")));
-            assert_eq!(src, expected);
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn negative_answer_goes_to_negative_cache() {
-        let t = tier();
-        let (out, _) = t
-            .get_or_load(&1, async {
-                Ok(Err(Timed {
-                    value: "no",
-                    ttl: Duration::from_secs(60),
-                }))
-            })
-            .await;
-        assert!(matches!(out, Outcome::Negative("no")));
-        assert_eq!(t.sizes(), (0, 1));
-        let (out, src) = t.get_or_load(&1, async { panic!("must not load") }).await;
-        assert!(matches!(out, Outcome::Negative("no")));
-        assert_eq!(src, Source::Hit);
-    }
-
-    #[tokio::test]
-    async fn failures_are_not_cached() {
-        let t = tier();
-        let fail = || async {
-            Err(ReviewError::Transport {
-                kind: crate::review::ReviewKind::TokenReview,
-                message: "refused".into(),
-            })
-        };
-        let (out, _) = t.get_or_load(&1, fail()).await;
-        assert!(matches!(out, Outcome::Failed(_)));
-        assert_eq!(t.sizes(), (0, 0));
-        let (out, src) = t
-            .get_or_load(&1, async {
-                Ok(Ok(Timed {
-                    value: "yes",
-                    ttl: Duration::from_secs(1),
-                }))
-            })
-            .await;
-        assert!(matches!(out, Outcome::Positive("yes")));
-        assert_eq!(src, Source::Loaded);
-    }
-
-    #[tokio::test]
-    async fn entries_expire_after_their_ttl() {
-        let t = tier();
-        let load = |ttl| async move { Ok(Ok(Timed { value: "yes", ttl })) };
-        t.get_or_load(&1, load(Duration::from_millis(50))).await;
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        let (_, src) = t.get_or_load(&1, load(Duration::from_secs(5))).await;
-        assert_eq!(src, Source::Loaded);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_identical_misses_run_one_load() {
-        let t = Arc::new(tier());
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..50 {
-            let (t, calls) = (t.clone(), calls.clone());
-            tasks.push(tokio::spawn(async move {
-                t.get_or_load(&7, async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    Ok(Ok(Timed {
-                        value: "yes",
-                        ttl: Duration::from_secs(60),
-                    }))
-                })
-                .await
-            }));
-        }
-        let mut coalesced = 0;
-        for task in tasks {
-            let (out, src) = task.await.unwrap();
-            assert!(matches!(out, Outcome::Positive("yes")));
-            coalesced += usize::from(src == Source::Coalesced);
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(coalesced >= 1);
-    }
-
-    #[tokio::test]
-    async fn invalidation_drops_matching_entries() {
-        let t = tier();
-        for k in [1, 2, 3] {
-            t.get_or_load(&k, async {
-                Ok(Ok(Timed {
-                    value: "yes",
-                    ttl: Duration::from_secs(60),
-                }))
-            })
-            .await;
-        }
-        t.invalidate_if(|k| *k == 2);
-        let (_, src) = t
-            .get_or_load(&2, async {
-                Ok(Ok(Timed {
-                    value: "again",
-                    ttl: Duration::from_secs(60),
-                }))
-            })
-            .await;
-        assert_eq!(src, Source::Loaded);
-        let (_, src) = t.get_or_load(&1, async { panic!("cached") }).await;
-        assert_eq!(src, Source::Hit);
-    }
-}
+#[path = "cache_tests.rs"]
+mod tests;

@@ -44,6 +44,22 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchEventLabels {
+    resource: &'static str,
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabel {
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -72,6 +88,9 @@ pub struct Metrics {
     review_duration: HistogramFamily<KindLabel>,
     reviews_in_flight: Gauge,
     reloads: Family<OutcomeLabel, Counter>,
+    watch_up: Family<ResourceLabel, Gauge>,
+    watch_events: Family<WatchEventLabels, Counter>,
+    invalidations: Family<ScopeLabel, Counter>,
     last_reload_ok: Gauge,
 }
 
@@ -126,6 +145,9 @@ impl Metrics {
             }),
             reviews_in_flight: Gauge::default(),
             reloads: Family::default(),
+            watch_up: Family::default(),
+            watch_events: Family::default(),
+            invalidations: Family::default(),
             last_reload_ok: Gauge::default(),
         };
         m.last_reload_ok.set(1);
@@ -168,6 +190,21 @@ impl Metrics {
             "config_last_reload_successful",
             "1 if the last config reload succeeded (or none happened), 0 if it failed",
             m.last_reload_ok.clone(),
+        );
+        registry.register(
+            "watch_up",
+            "1 while the watch of a resource is synced and up (long TTLs need every one), else 0",
+            m.watch_up.clone(),
+        );
+        registry.register(
+            "watch_events",
+            "Watch events by resource and event (applied, deleted, relist, synced, error)",
+            m.watch_events.clone(),
+        );
+        registry.register(
+            "cache_invalidations",
+            "Cache invalidations from watches, by scope (tenant, user, pod, all_decisions)",
+            m.invalidations.clone(),
         );
         let build: Family<VersionLabel, Gauge> = Family::default();
         build
@@ -222,6 +259,27 @@ impl Metrics {
             (true, false) => 2,
         };
         self.duration_handles[kind].observe(elapsed.as_secs_f64());
+    }
+
+    /// Whether the watch of `resource` is synced and up.
+    pub fn watch_up(&self, resource: &'static str, up: bool) {
+        self.watch_up
+            .get_or_create(&ResourceLabel { resource })
+            .set(i64::from(up));
+    }
+
+    /// One event of the watch of `resource`.
+    pub fn watch_event(&self, resource: &'static str, event: &'static str) {
+        self.watch_events
+            .get_or_create(&WatchEventLabels { resource, event })
+            .inc();
+    }
+
+    /// A watch dropped cached answers of `scope`.
+    pub fn invalidated(&self, scope: &'static str) {
+        self.invalidations
+            .get_or_create(&ScopeLabel { scope })
+            .inc();
     }
 
     /// A config reload finished (`ok`) or was rejected, keeping the running config.

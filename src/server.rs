@@ -15,7 +15,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, Readiness};
-use crate::authorizer::{Authorizer, AuthorizerSettings};
+use crate::authorizer::{Authorizer, AuthorizerSettings, Invalidate};
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
 use crate::ext_authz::{CheckService, RequestParser};
@@ -57,7 +57,16 @@ pub async fn start(
     config.validate()?;
     match config.backend {
         Backend::Kubernetes => {
-            let client = kube_client(&config).await?;
+            let backstop = config.decision_timeout + Duration::from_secs(1);
+            let client = kube_client(&config, backstop).await?;
+            // Watches idle between events (the server ends each after ~5 min): their client
+            // must not have the reviews' short read timeout.
+            let watch_client = if config.kubernetes.watch_rbac {
+                Some(kube_client(&config, Duration::from_secs(330)).await?)
+            } else {
+                None
+            };
+            let watch_pods = config.kubernetes.watch_pods;
             let reviewer = KubeReviewer::new(
                 client,
                 config.kubernetes.audiences.clone(),
@@ -66,6 +75,18 @@ pub async fn start(
             let probe = reviewer.clone();
             start_with(config, reviewer, shutdown, move |started| {
                 tokio::spawn(ignore_sighup());
+                if let Some(client) = watch_client {
+                    let target: Arc<dyn Invalidate> = started.authorizer.clone();
+                    crate::review::kube::watch::spawn(
+                        client,
+                        target,
+                        started.metrics.clone(),
+                        started.ready.readiness(),
+                        watch_pods,
+                    );
+                } else {
+                    tracing::info!("kubernetes.watch_rbac is off: revocations wait for the TTLs");
+                }
                 tokio::spawn(wait_for_api(probe, started.ready));
             })
             .await
@@ -109,7 +130,7 @@ async fn ignore_sighup() {
     }
 }
 
-async fn kube_client(config: &Config) -> Result<kube::Client> {
+async fn kube_client(config: &Config, read_timeout: Duration) -> Result<kube::Client> {
     let err = |e: &dyn std::fmt::Display| Error::KubeConfig(e.to_string());
     let mut kc = match &config.kubernetes.kubeconfig {
         Some(path) => {
@@ -124,7 +145,7 @@ async fn kube_client(config: &Config) -> Result<kube::Client> {
     // own timeouts are only a backstop behind it, so they are set a little longer.
     let backstop = config.decision_timeout + Duration::from_secs(1);
     kc.connect_timeout = Some(backstop);
-    kc.read_timeout = Some(backstop);
+    kc.read_timeout = Some(read_timeout);
     kc.write_timeout = Some(backstop);
     kube::Client::try_from(kc).map_err(|e| err(&e))
 }
@@ -159,6 +180,11 @@ pub struct BackendReady {
 const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
 impl BackendReady {
+    /// The readiness state, for components that add a note to `/readyz`.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.readiness.clone()
+    }
+
     pub async fn mark_ready(&self) {
         self.readiness.set_backend_ready();
         if self.readiness.check().is_ok() {

@@ -10,6 +10,7 @@ use kube::Client;
 use super::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
 
 pub mod answer;
+pub mod watch;
 use crate::config::{SarConfig, SarMapping};
 use crate::model::{Action, BearerToken, Identity, Tenant};
 pub use answer::{sar_answer, token_review_answer};

@@ -1,0 +1,423 @@
+//! Revocation by watch: changes to what decides a SubjectAccessReview or a TokenReview become
+//! cache invalidations as they happen, instead of when a TTL runs out.
+//!
+//! One metadata-only watcher (kube-runtime, list then watch, bookmarks, backoff, relist on
+//! `410 Gone`) per resource. What a change drops (see [`Watched::effect`]):
+//!
+//! | change | dropped |
+//! |---|---|
+//! | a Role or RoleBinding in namespace N, any change | every decision of tenant N, allows and denials |
+//! | a ClusterRole or ClusterRoleBinding, any change | every decision (it can grant in any namespace; nothing finer is provably right) |
+//! | a Namespace deleted | every decision of that tenant |
+//! | a ServiceAccount deleted, or created with a new UID | its identities and all its decisions |
+//! | a Pod deleted (`kubernetes.watch_pods`) | the identities and decisions of the tokens bound to it |
+//!
+//! After a relist (start-up, `410 Gone`, reconnect after an error) the objects are compared
+//! with the ones seen before, so a change missed while the watch was down is applied too.
+//! Until every watch has synced, and whenever one is down, the engine keeps the short TTLs
+//! ([`WatchHealth`]).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{watcher::watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::admin::Readiness;
+use crate::authorizer::{Invalidate, WatchHealth};
+use crate::metrics::Metrics;
+use crate::model::Tenant;
+
+/// A watched resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Watched {
+    Roles,
+    RoleBindings,
+    ClusterRoles,
+    ClusterRoleBindings,
+    Namespaces,
+    ServiceAccounts,
+    Pods,
+}
+
+impl Watched {
+    /// Bounded metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Watched::Roles => "roles",
+            Watched::RoleBindings => "rolebindings",
+            Watched::ClusterRoles => "clusterroles",
+            Watched::ClusterRoleBindings => "clusterrolebindings",
+            Watched::Namespaces => "namespaces",
+            Watched::ServiceAccounts => "serviceaccounts",
+            Watched::Pods => "pods",
+        }
+    }
+
+    /// The resources watched with these settings.
+    pub fn all(pods: bool) -> Vec<Watched> {
+        let mut all = vec![
+            Watched::Roles,
+            Watched::RoleBindings,
+            Watched::ClusterRoles,
+            Watched::ClusterRoleBindings,
+            Watched::Namespaces,
+            Watched::ServiceAccounts,
+        ];
+        if pods {
+            all.push(Watched::Pods);
+        }
+        all
+    }
+
+    /// What a change of the object `key` drops: `before` and `after` are its UIDs (`None`: it
+    /// did not exist / no longer exists).
+    pub fn effect(self, key: &ObjectKey, before: Option<&str>, after: Option<&str>) -> Effect {
+        let tenant = |ns: &str| Tenant::parse(ns).map_or(Effect::Nothing, Effect::Tenant);
+        match self {
+            Watched::Roles | Watched::RoleBindings => tenant(&key.namespace),
+            Watched::ClusterRoles | Watched::ClusterRoleBindings => Effect::AllDecisions,
+            Watched::Namespaces if after.is_none() => tenant(&key.name),
+            Watched::Namespaces => Effect::Nothing,
+            // Deleted, created, or re-created under the same name (a new UID): the tokens of
+            // the account that was are no longer valid.
+            Watched::ServiceAccounts if before != after => Effect::User(format!(
+                "system:serviceaccount:{}:{}",
+                key.namespace, key.name
+            )),
+            Watched::ServiceAccounts => Effect::Nothing,
+            Watched::Pods => match (before, after) {
+                (Some(uid), None) => Effect::Pod(uid.to_string()),
+                (Some(old), Some(new)) if old != new => Effect::Pod(old.to_string()),
+                _ => Effect::Nothing,
+            },
+        }
+    }
+}
+
+/// Namespace (empty when cluster-scoped) and name of a watched object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What one change drops from the caches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Nothing,
+    Tenant(Tenant),
+    AllDecisions,
+    User(String),
+    Pod(String),
+}
+
+/// What the watches know: per object its `(resourceVersion, uid)`.
+type Seen = HashMap<ObjectKey, (String, String)>;
+
+/// The watches, shared by their tasks: health per resource, the invalidation target.
+struct Shared {
+    target: Arc<dyn Invalidate>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    up: Mutex<HashMap<Watched, bool>>,
+}
+
+impl Shared {
+    fn apply(&self, watched: Watched, effect: Effect) {
+        let scope = match &effect {
+            Effect::Nothing => return,
+            Effect::Tenant(t) => {
+                self.target.invalidate_tenant(t);
+                "tenant"
+            }
+            Effect::AllDecisions => {
+                self.target.invalidate_decisions();
+                "all_decisions"
+            }
+            Effect::User(u) => {
+                self.target.invalidate_user(u);
+                "user"
+            }
+            Effect::Pod(uid) => {
+                self.target.invalidate_pod(uid);
+                "pod"
+            }
+        };
+        tracing::debug!(resource = watched.as_str(), scope, "watch: invalidated");
+        self.metrics.invalidated(scope);
+    }
+
+    fn set_up(&self, watched: Watched, up: bool) {
+        let health = {
+            let mut all = self.up.lock().unwrap_or_else(|p| p.into_inner());
+            if all.insert(watched, up) == Some(up) {
+                return;
+            }
+            let mut down: Vec<&str> = all
+                .iter()
+                .filter(|(_, up)| !**up)
+                .map(|(w, _)| w.as_str())
+                .collect();
+            down.sort_unstable();
+            self.readiness.set_note((!down.is_empty()).then(|| {
+                format!(
+                    "watches not synced or down: {}; short cache TTLs until they are",
+                    down.join(", ")
+                )
+            }));
+            let is_up = |w: Watched| all.get(&w).copied().unwrap_or(false);
+            WatchHealth {
+                rbac: [
+                    Watched::Roles,
+                    Watched::RoleBindings,
+                    Watched::ClusterRoles,
+                    Watched::ClusterRoleBindings,
+                    Watched::Namespaces,
+                ]
+                .into_iter()
+                .all(is_up),
+                service_accounts: is_up(Watched::ServiceAccounts),
+                pods: is_up(Watched::Pods),
+            }
+        };
+        self.metrics.watch_up(watched.as_str(), up);
+        if up {
+            tracing::info!(resource = watched.as_str(), "watch synced");
+        } else {
+            tracing::warn!(
+                resource = watched.as_str(),
+                "watch down: short TTLs until it is back"
+            );
+        }
+        self.target.set_watch_health(health);
+    }
+}
+
+/// Starts one watch task per resource. They run until aborted (the handles) or the process
+/// ends; each reconnects with backoff and relists on `410 Gone`.
+pub fn spawn(
+    client: Client,
+    target: Arc<dyn Invalidate>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    pods: bool,
+) -> Vec<JoinHandle<()>> {
+    let watched = Watched::all(pods);
+    for w in &watched {
+        metrics.watch_up(w.as_str(), false);
+    }
+    let mut names: Vec<&str> = watched.iter().map(|w| w.as_str()).collect();
+    names.sort_unstable();
+    readiness.set_note(Some(format!(
+        "watches not synced or down: {}; short cache TTLs until they are",
+        names.join(", ")
+    )));
+    let shared = Arc::new(Shared {
+        target,
+        metrics,
+        readiness,
+        up: Mutex::new(watched.iter().map(|w| (*w, false)).collect()),
+    });
+    watched
+        .into_iter()
+        .map(|w| {
+            let (c, s) = (client.clone(), shared.clone());
+            match w {
+                Watched::Roles => tokio::spawn(run::<Role>(Api::all(c), w, s)),
+                Watched::RoleBindings => tokio::spawn(run::<RoleBinding>(Api::all(c), w, s)),
+                Watched::ClusterRoles => tokio::spawn(run::<ClusterRole>(Api::all(c), w, s)),
+                Watched::ClusterRoleBindings => {
+                    tokio::spawn(run::<ClusterRoleBinding>(Api::all(c), w, s))
+                }
+                Watched::Namespaces => tokio::spawn(run::<Namespace>(Api::all(c), w, s)),
+                Watched::ServiceAccounts => tokio::spawn(run::<ServiceAccount>(Api::all(c), w, s)),
+                Watched::Pods => tokio::spawn(run::<Pod>(Api::all(c), w, s)),
+            }
+        })
+        .collect()
+}
+
+fn key_of<K: Resource>(obj: &PartialObjectMeta<K>) -> ObjectKey {
+    ObjectKey {
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+    }
+}
+
+fn stamp_of<K: Resource>(obj: &PartialObjectMeta<K>) -> (String, String) {
+    (
+        obj.resource_version().unwrap_or_default(),
+        obj.uid().unwrap_or_default(),
+    )
+}
+
+/// The changes between what was seen before a relist and what the relist found.
+pub fn diff(before: &Seen, after: &Seen) -> Vec<(ObjectKey, Option<String>, Option<String>)> {
+    let mut changes = Vec::new();
+    for (key, old) in before {
+        match after.get(key) {
+            Some(new) if new == old => {}
+            new => changes.push((key.clone(), Some(old.1.clone()), new.map(|n| n.1.clone()))),
+        }
+    }
+    for (key, new) in after {
+        if !before.contains_key(key) {
+            changes.push((key.clone(), None, Some(new.1.clone())));
+        }
+    }
+    changes.sort();
+    changes
+}
+
+/// `Api<PartialObjectMeta<K>>` makes metadata-only list and watch requests.
+async fn run<K>(api: Api<PartialObjectMeta<K>>, watched: Watched, shared: Arc<Shared>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let config = watcher::Config::default();
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    let mut seen: Seen = HashMap::new();
+    let mut relisting: Option<Seen> = None;
+    let mut synced = false;
+    let change = |key: &ObjectKey, before: Option<&str>, after: Option<&str>| {
+        shared.apply(watched, watched.effect(key, before, after));
+    };
+    while let Some(event) = events.next().await {
+        let kind = match event {
+            Ok(Event::Init) => {
+                relisting = Some(HashMap::new());
+                "relist"
+            }
+            Ok(Event::InitApply(obj)) => {
+                relisting
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key_of(&obj), stamp_of(&obj));
+                continue;
+            }
+            Ok(Event::InitDone) => {
+                let fresh = relisting.take().unwrap_or_default();
+                if synced {
+                    // What changed while the watch was away.
+                    for (key, before, after) in diff(&seen, &fresh) {
+                        change(&key, before.as_deref(), after.as_deref());
+                    }
+                }
+                seen = fresh;
+                synced = true;
+                shared.set_up(watched, true);
+                "synced"
+            }
+            Ok(Event::Apply(obj)) => {
+                let (key, stamp) = (key_of(&obj), stamp_of(&obj));
+                let before = seen.insert(key.clone(), stamp.clone());
+                change(&key, before.as_ref().map(|b| b.1.as_str()), Some(&stamp.1));
+                "applied"
+            }
+            Ok(Event::Delete(obj)) => {
+                let key = key_of(&obj);
+                let before = seen.remove(&key).unwrap_or_else(|| stamp_of(&obj));
+                change(&key, Some(&before.1), None);
+                "deleted"
+            }
+            Err(error) => {
+                tracing::warn!(resource = watched.as_str(), %error, "watch failed; retrying with backoff");
+                shared.set_up(watched, false);
+                "error"
+            }
+        };
+        shared.metrics.watch_event(watched.as_str(), kind);
+    }
+    shared.set_up(watched, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn namespaced_rbac_changes_drop_their_tenant_only() {
+        for w in [Watched::Roles, Watched::RoleBindings] {
+            assert_eq!(
+                w.effect(&key("payments", "tempo-reader"), Some("u1"), None),
+                Effect::Tenant(Tenant::parse("payments").unwrap())
+            );
+        }
+        assert_eq!(
+            Watched::ClusterRoleBindings.effect(&key("", "view"), None, Some("u")),
+            Effect::AllDecisions
+        );
+    }
+
+    #[test]
+    fn service_accounts_drop_their_user_on_delete_and_new_uid_only() {
+        let k = key("showcase", "grafana");
+        let user = Effect::User("system:serviceaccount:showcase:grafana".into());
+        assert_eq!(Watched::ServiceAccounts.effect(&k, Some("a"), None), user);
+        assert_eq!(
+            Watched::ServiceAccounts.effect(&k, Some("a"), Some("b")),
+            user
+        );
+        assert_eq!(
+            Watched::ServiceAccounts.effect(&k, Some("a"), Some("a")),
+            Effect::Nothing,
+            "a label change"
+        );
+    }
+
+    #[test]
+    fn namespace_and_pod_deletions() {
+        assert_eq!(
+            Watched::Namespaces.effect(&key("", "payments"), Some("u"), None),
+            Effect::Tenant(Tenant::parse("payments").unwrap())
+        );
+        assert_eq!(
+            Watched::Namespaces.effect(&key("", "payments"), None, Some("u")),
+            Effect::Nothing
+        );
+        assert_eq!(
+            Watched::Pods.effect(&key("showcase", "grafana-0"), Some("pod-uid"), None),
+            Effect::Pod("pod-uid".into())
+        );
+    }
+
+    #[test]
+    fn diff_finds_what_changed_while_away() {
+        let stamp = |rv: &str, uid: &str| (rv.to_string(), uid.to_string());
+        let before: Seen = [
+            (key("a", "kept"), stamp("1", "k")),
+            (key("a", "changed"), stamp("2", "c")),
+            (key("b", "gone"), stamp("3", "g")),
+        ]
+        .into();
+        let after: Seen = [
+            (key("a", "kept"), stamp("1", "k")),
+            (key("a", "changed"), stamp("9", "c")),
+            (key("c", "new"), stamp("10", "n")),
+        ]
+        .into();
+        assert_eq!(
+            diff(&before, &after),
+            vec![
+                (key("a", "changed"), Some("c".into()), Some("c".into())),
+                (key("b", "gone"), Some("g".into()), None),
+                (key("c", "new"), None, Some("n".into())),
+            ]
+        );
+    }
+}
