@@ -90,11 +90,16 @@ pub struct Cli {
     #[arg(long, env = "TENANT_AUTHZ_SAR_MAPPING", value_enum)]
     pub sar_mapping: Option<crate::config::SarMapping>,
 
-    /// SubjectAccessReview API group [default: tempo.grafana.com]
+    /// SubjectAccessReview API group of Tempo (other products: products.*.group) [default: tempo.grafana.com]
     #[arg(long, env = "TENANT_AUTHZ_SAR_GROUP", value_name = "GROUP")]
     pub sar_group: Option<String>,
 
-    /// SubjectAccessReview resource [default: traces]
+    /// Product of a route that names none and whose port is not in products.by_port:
+    /// tempo, loki, mimir or pyroscope [default: tempo]
+    #[arg(long, env = "TENANT_AUTHZ_DEFAULT_PRODUCT", value_name = "PRODUCT")]
+    pub default_product: Option<crate::model::Product>,
+
+    /// SubjectAccessReview resource of Tempo (other products: products.*.resource) [default: traces]
     #[arg(long, env = "TENANT_AUTHZ_SAR_RESOURCE", value_name = "RESOURCE")]
     pub sar_resource: Option<String>,
 
@@ -195,6 +200,7 @@ impl Cli {
             sar_mapping => authorization.mapping,
             sar_group => authorization.group,
             sar_resource => authorization.resource,
+            default_product => products.default,
             cache_max_entries => cache.max_entries,
             cache_max_identities => cache.max_identities,
             cache_max_negative_entries => cache.max_negative_entries,

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod reload;
 pub mod review;
+pub mod routes;
 pub mod server;
 pub mod telemetry;
 

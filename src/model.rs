@@ -217,6 +217,76 @@ impl fmt::Display for Action {
     }
 }
 
+/// Which backend a request is for: each has its own route table and its own SAR resource.
+/// Chosen per route (`context_extensions: {product: loki}`), per listener port, or by default.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Product {
+    /// Grafana Tempo: traces.
+    Tempo,
+    /// Grafana Loki: logs.
+    Loki,
+    /// Grafana Mimir: metrics.
+    Mimir,
+    /// Grafana Pyroscope: profiles.
+    Pyroscope,
+}
+
+impl Product {
+    /// Every product, in the order of [`Product::index`].
+    pub const ALL: [Product; 4] = [
+        Product::Tempo,
+        Product::Loki,
+        Product::Mimir,
+        Product::Pyroscope,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Product::Tempo => "tempo",
+            Product::Loki => "loki",
+            Product::Mimir => "mimir",
+            Product::Pyroscope => "pyroscope",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == value)
+    }
+
+    /// Position in [`Product::ALL`] (per-product tables).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// What a tenant's data is called in this product, for messages: `traces`, `logs`, ...
+    pub fn data(self) -> &'static str {
+        match self {
+            Product::Tempo => "traces",
+            Product::Loki => "logs",
+            Product::Mimir => "metrics",
+            Product::Pyroscope => "profiles",
+        }
+    }
+}
+
+impl fmt::Display for Product {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Product {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+            .ok_or_else(|| format!("{s:?} is not a product: tempo, loki, mimir or pyroscope"))
+    }
+}
+
 /// Who the token belongs to, as the TokenReview said.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Identity {
@@ -249,7 +319,8 @@ pub enum DenyReason {
         remedy: String,
         detail: Option<String>,
     },
-    /// Inferred action only: the path is a Tempo operations endpoint, never served to tenants.
+    /// Inferred action only: the path is an operations endpoint (rings, flush, shutdown, every
+    /// tenant's limits), never served to tenants.
     NotTenantPath,
     /// The decision could not be made (API error, timeout): fail closed.
     Unavailable(String),
@@ -341,7 +412,7 @@ impl fmt::Display for DenyReason {
                 Ok(())
             }
             DenyReason::NotTenantPath => f.write_str(
-                "this path is a Tempo operations endpoint and is not served to tenants",
+                "this path is an operations endpoint, not a tenant API, and is not served to tenants",
             ),
             DenyReason::Unavailable(why) => {
                 write!(f, "cannot decide, failing closed: {why}")
@@ -419,6 +490,17 @@ mod tests {
         assert!(Tenants::new(vec![a.clone(), a.clone()]).is_none());
         let t = Tenants::new(vec![a, b]).unwrap();
         assert_eq!(t.canonical(), "a|b");
+    }
+
+    #[test]
+    fn products_parse_their_own_names_only() {
+        for p in Product::ALL {
+            assert_eq!(Product::parse(p.as_str()), Some(p));
+            assert_eq!(Product::ALL[p.index()], p);
+        }
+        for bad in ["", "Tempo", "grafana", "loki ", "traces"] {
+            assert_eq!(Product::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,16 +1,18 @@
-//! CheckRequest -> (BearerToken, Tenants, Action), or the 400/401 that says why not.
+//! CheckRequest -> (BearerToken, Tenants, Product, Action), or the 400/401 that says why not.
 //! Parsing only: no I/O, no cache. After this point no code sees an unvalidated tenant.
 //!
 //! Client-supplied identity headers (`x-remote-user`, `x-forwarded-user`, `impersonate-*`) are
 //! never read: only the bearer token says who the caller is.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 
-use crate::config::ActionConfig;
-use crate::model::{Action, BearerToken, DenyReason, Tenant, Tenants};
+use crate::config::{ActionConfig, Config};
+use crate::model::{Action, BearerToken, DenyReason, Product, Tenant, Tenants};
 
 /// Most tenants one request may name (each costs a SubjectAccessReview on a miss).
 pub const MAX_TENANTS: usize = 64;
@@ -19,6 +21,7 @@ pub const MAX_TENANTS: usize = 64;
 pub struct ParsedCheck {
     pub token: BearerToken,
     pub tenants: Tenants,
+    pub product: Product,
     pub action: Action,
 }
 
@@ -27,7 +30,91 @@ pub struct ParsedCheck {
 pub struct RequestParser {
     tenant_header: String,
     max_token_bytes: usize,
-    actions: ActionConfig,
+    routes: Routes,
+}
+
+/// Which product a request is for, and each served product's action table.
+///
+/// The product comes from the route's `product` context extension; else from the port the
+/// request reached (`by_port`: the CheckRequest's destination, which Envoy fills in, so a
+/// client cannot choose it), for listeners without context extensions (Istio); else
+/// `default`. A product without a table is not served: its requests are a 500 naming the
+/// configuration error, never reviewed as another product's.
+#[derive(Clone, Debug)]
+pub struct Routes {
+    default: Product,
+    by_port: BTreeMap<u16, Product>,
+    tables: [Option<ActionConfig>; Product::ALL.len()],
+}
+
+impl Routes {
+    /// Tempo only, with this table.
+    pub fn tempo_only(actions: ActionConfig) -> Self {
+        let mut tables: [Option<ActionConfig>; Product::ALL.len()] = Default::default();
+        tables[Product::Tempo.index()] = Some(actions);
+        Self {
+            default: Product::Tempo,
+            by_port: BTreeMap::new(),
+            tables,
+        }
+    }
+
+    /// Every product, as configured (`actions` for Tempo, `products.*` for the others).
+    pub fn from_config(config: &Config) -> Self {
+        let tables = Product::ALL.map(|p| match config.products.get(p) {
+            None => Some(config.actions.clone()),
+            Some(section) => Some(section.actions.clone()),
+        });
+        Self {
+            default: config.products.default,
+            by_port: config.products.by_port.clone(),
+            tables,
+        }
+    }
+
+    /// The action table of a served product.
+    pub fn table(&self, product: Product) -> Option<&ActionConfig> {
+        self.tables[product.index()].as_ref()
+    }
+
+    /// The product of a request, or the configuration error that names why not.
+    pub fn product(&self, attrs: Option<&AttributeContext>) -> Result<Product, DenyReason> {
+        let product = match attrs.and_then(|a| a.context_extensions.get("product")) {
+            Some(v) => Product::parse(v).ok_or_else(|| {
+                DenyReason::Misconfigured(format!(
+                    "the route sets context extension product={:?}; expected tempo, loki, mimir or pyroscope",
+                    truncate(v, 32)
+                ))
+            })?,
+            None => destination_port(attrs)
+                .and_then(|port| self.by_port.get(&port).copied())
+                .unwrap_or(self.default),
+        };
+        if self.table(product).is_none() {
+            return Err(DenyReason::Misconfigured(format!(
+                "the route is for {product}, which this tenant-authz does not serve"
+            )));
+        }
+        Ok(product)
+    }
+}
+
+/// The port of the listener the request reached, as Envoy reports it.
+fn destination_port(attrs: Option<&AttributeContext>) -> Option<u16> {
+    let address = attrs?
+        .destination
+        .as_ref()?
+        .address
+        .as_ref()?
+        .address
+        .as_ref()?;
+    let address::Address::SocketAddress(socket) = address else {
+        return None;
+    };
+    match socket.port_specifier.as_ref()? {
+        socket_address::PortSpecifier::PortValue(port) => u16::try_from(*port).ok(),
+        socket_address::PortSpecifier::NamedPort(_) => None,
+    }
 }
 
 /// One header's value(s) in a CheckRequest.
@@ -76,12 +163,26 @@ fn trim_ows(s: &str) -> &str {
 }
 
 impl RequestParser {
+    /// A parser for Tempo only, with this action table.
     pub fn new(tenant_header: String, max_token_bytes: usize, actions: ActionConfig) -> Self {
+        Self::with_routes(tenant_header, max_token_bytes, Routes::tempo_only(actions))
+    }
+
+    pub fn with_routes(tenant_header: String, max_token_bytes: usize, routes: Routes) -> Self {
         Self {
             tenant_header,
             max_token_bytes,
-            actions,
+            routes,
         }
+    }
+
+    /// A parser for every product of the configuration.
+    pub fn from_config(config: &Config) -> Self {
+        Self::with_routes(
+            config.tenant_header.clone(),
+            config.max_token_bytes,
+            Routes::from_config(config),
+        )
     }
 
     /// Parses a CheckRequest. The action is returned even when the rest fails, for metrics.
@@ -98,6 +199,10 @@ impl RequestParser {
                 )),
             );
         };
+        let product = match self.routes.product(attrs) {
+            Ok(p) => p,
+            Err(reason) => return (None, Err(reason)),
+        };
         let action = match attrs.and_then(|a| a.context_extensions.get("action")) {
             Some(v) => match Action::parse(v) {
                 Some(a) => a,
@@ -111,16 +216,20 @@ impl RequestParser {
                     )
                 }
             },
-            None => match self.actions.infer(&http.method, &normalize_path(&http.path)) {
-                Some(a) => a,
-                None => return (None, Err(DenyReason::NotTenantPath)),
-            },
+            None => {
+                let table = self.routes.table(product);
+                match table.and_then(|t| t.infer(&http.method, &normalize_path(&http.path))) {
+                    Some(a) => a,
+                    None => return (None, Err(DenyReason::NotTenantPath)),
+                }
+            }
         };
         let parsed = self.token(http).and_then(|token| {
             let tenants = self.tenants(http)?;
             Ok(ParsedCheck {
                 token,
                 tenants,
+                product,
                 action,
             })
         });

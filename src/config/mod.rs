@@ -1,0 +1,98 @@
+//! The configuration model: one struct with defaults, loaded from YAML (`load.rs`), overridden by
+//! flags and `TENANT_AUTHZ_*` environment variables (see `cli.rs`), checked by `validate()`
+//! (`validate.rs`) with errors that name the field. The sections live in their own files; the
+//! route tables are data in `crate::routes`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod load;
+mod products;
+mod sections;
+mod static_;
+mod validate;
+
+pub use crate::routes::{ActionConfig, ActionRule, RuleAction};
+pub use products::{ProductConfig, ProductsConfig};
+pub use sections::{CacheConfig, KubernetesConfig, SarConfig, SarMapping, ShutdownConfig, Verbs};
+pub use static_::{StaticConfig, StaticGrant, StaticIdentity};
+pub use validate::MAX_CACHE_TTL;
+
+/// Everything tenant-authz can be told. Every field has a default, so no file is needed.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the ext_authz gRPC server (Envoy's `Authorization/Check` and gRPC health).
+    pub grpc_addr: SocketAddr,
+    /// Address of the admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_addr: SocketAddr,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Where identities and grants come from.
+    pub backend: Backend,
+    /// Request header naming the tenant(s); Tempo's is `x-scope-orgid`.
+    pub tenant_header: String,
+    /// Bearer tokens longer than this are refused (401) without an API call.
+    pub max_token_bytes: usize,
+    /// Deadline of one decision, below Envoy's ext_authz timeout (2 s in our Envoy configs).
+    #[serde(with = "humantime_serde")]
+    pub decision_timeout: Duration,
+    pub shutdown: ShutdownConfig,
+    pub kubernetes: KubernetesConfig,
+    pub authorization: SarConfig,
+    pub cache: CacheConfig,
+    /// Tempo's action table (the other products' are under `products`).
+    pub actions: ActionConfig,
+    /// Which product a request is for, and each other product's SAR resource and table.
+    pub products: ProductsConfig,
+    /// Identities and grants of the static backend (`backend: static`).
+    #[serde(rename = "static", skip_serializing_if = "StaticConfig::is_empty")]
+    pub static_: StaticConfig,
+    /// The file this configuration was read from (watched for reloads); not a config field.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9001)),
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            log_format: LogFormat::Text,
+            backend: Backend::Kubernetes,
+            tenant_header: "x-scope-orgid".into(),
+            max_token_bytes: 16 * 1024,
+            decision_timeout: Duration::from_millis(1500),
+            shutdown: ShutdownConfig::default(),
+            kubernetes: KubernetesConfig::default(),
+            authorization: SarConfig::default(),
+            cache: CacheConfig::default(),
+            actions: ActionConfig::default(),
+            products: ProductsConfig::default(),
+            static_: StaticConfig::default(),
+            source: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// TokenReview + SubjectAccessReview against the Kubernetes API (`KUBECONFIG` or in-cluster).
+    Kubernetes,
+    /// Identities and grants from the `static` section of this file, reloaded when it changes:
+    /// for the demo, development, and Tempo outside Kubernetes.
+    Static,
+}
+
+#[cfg(test)]
+mod tests;
