@@ -1,276 +1,23 @@
-//! Self-tests of the fake Kubernetes API's object store, through the real `kube::Client`:
-//! RBAC evaluation of stored objects, tokens bound to stored ServiceAccounts and pods, and
-//! list/watch with the real apiserver's semantics (resourceVersion, paging, history replay,
-//! bookmarks, 410 Gone, metadata-only).
+//! Self-tests of list and watch on the fake Kubernetes API, through the real `kube::Client`:
+//! one resourceVersion, paged lists, history replay, live events, bookmarks, streaming lists,
+//! metadata-only answers, watch timeouts, delivery receipts.
 
 mod support;
 
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
-};
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::ResourceExt as _;
 use serde_json::json;
 
-use support::fake_kube::{traces_rule, EventType, FakeKube, FakeUser, Kind, Subject};
+use support::fake_kube::streams::{event_summary, next_event, stream_end, STREAM_TIMEOUT};
+use support::fake_kube::{FakeKube, Kind, Subject};
 
-const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What tenant-authz asks: may the ServiceAccount `ns/name` `verb` traces of `tenant`?
-fn traces_sar(sa_ns: &str, sa: &str, tenant: &str, verb: &str) -> SubjectAccessReview {
-    SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some(format!("system:serviceaccount:{sa_ns}:{sa}")),
-            groups: Some(vec![
-                "system:serviceaccounts".to_string(),
-                format!("system:serviceaccounts:{sa_ns}"),
-                "system:authenticated".to_string(),
-            ]),
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(tenant.to_string()),
-                group: Some("tempo.grafana.com".to_string()),
-                resource: Some("traces".to_string()),
-                verb: Some(verb.to_string()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
-async fn review(fake: &FakeKube, sar: &SubjectAccessReview) -> SubjectAccessReviewStatus {
-    let api = Api::<SubjectAccessReview>::all(fake.client().await);
-    let created = tokio::time::timeout(TIMEOUT, api.create(&PostParams::default(), sar))
-        .await
-        .expect("SubjectAccessReview must not hang")
-        .expect("SubjectAccessReview succeeds");
-    created.status.expect("answer has a status")
-}
-
-async fn authenticated(fake: &FakeKube, token: &str) -> (bool, Option<String>, serde_json::Value) {
-    let api = Api::<TokenReview>::all(fake.client().await);
-    let review = TokenReview {
-        spec: TokenReviewSpec {
-            token: token.to_string(),
-            audiences: None,
-        },
-        ..Default::default()
-    };
-    let created = api
-        .create(&PostParams::default(), &review)
-        .await
-        .expect("TokenReview succeeds");
-    let status = created.status.expect("answer has a status");
-    let user = serde_json::to_value(&status.user).expect("user as JSON");
-    (status.authenticated == Some(true), status.error, user)
-}
-
-/// The next event of a watch stream, within [`TIMEOUT`].
-async fn next<K, S>(stream: &mut S) -> WatchEvent<K>
-where
-    S: futures::Stream<Item = Result<WatchEvent<K>, kube::Error>> + Unpin,
-{
-    tokio::time::timeout(TIMEOUT, stream.next())
-        .await
-        .expect("a watch event within the timeout")
-        .expect("the stream has not ended")
-        .expect("the event parses")
-}
-
-fn kind_and_name<K: kube::Resource>(event: &WatchEvent<K>) -> (&'static str, String) {
-    match event {
-        WatchEvent::Added(o) => ("ADDED", o.name_any()),
-        WatchEvent::Modified(o) => ("MODIFIED", o.name_any()),
-        WatchEvent::Deleted(o) => ("DELETED", o.name_any()),
-        WatchEvent::Bookmark(b) => ("BOOKMARK", b.metadata.resource_version.clone()),
-        WatchEvent::Error(e) => ("ERROR", e.to_string()),
-    }
-}
-
-#[tokio::test]
-async fn role_binding_grants_and_its_deletion_revokes() {
-    let fake = FakeKube::start().await;
-    let sar = traces_sar("agents", "collector", "tenant-a", "create");
-    assert!(!review(&fake, &sar).await.allowed);
-
-    fake.bind_traces(
-        "tenant-a",
-        "collector-writes",
-        Subject::service_account("agents", "collector"),
-        &["create"],
-    );
-    let status = review(&fake, &sar).await;
-    assert!(status.allowed);
-    assert_eq!(
-        status.reason.as_deref(),
-        Some("RBAC: allowed by RoleBinding \"collector-writes/tenant-a\" of Role \"collector-writes\" to ServiceAccount \"collector/agents\"")
-    );
-    // Only that verb, only that tenant.
-    assert!(
-        !review(&fake, &traces_sar("agents", "collector", "tenant-a", "get"))
-            .await
-            .allowed
-    );
-    assert!(
-        !review(
-            &fake,
-            &traces_sar("agents", "collector", "tenant-b", "create")
-        )
-        .await
-        .allowed
-    );
-
-    let receipt = fake
-        .delete(Kind::RoleBinding, Some("tenant-a"), "collector-writes")
-        .expect("the binding existed");
-    assert_eq!(receipt.event_type(), EventType::Deleted);
-    let status = review(&fake, &sar).await;
-    assert!(!status.allowed);
-    assert_eq!(status.evaluation_error, None);
-}
-
-#[tokio::test]
-async fn binding_to_missing_role_is_an_evaluation_error() {
-    let fake = FakeKube::start().await;
-    fake.create_role_binding(
-        "tenant-a",
-        "dangling",
-        "Role",
-        "gone",
-        &[Subject::Group("system:serviceaccounts:agents".into())],
-    );
-    let status = review(&fake, &traces_sar("agents", "collector", "tenant-a", "get")).await;
-    assert!(!status.allowed);
-    assert_eq!(
-        status.evaluation_error.as_deref(),
-        Some("role.rbac.authorization.k8s.io \"gone\" not found")
-    );
-}
-
-#[tokio::test]
-async fn cluster_roles_and_groups_and_wildcards() {
-    let fake = FakeKube::start().await;
-    fake.create_cluster_role("traces-reader", vec![traces_rule(&["get"])]);
-    fake.create_cluster_role_binding(
-        "readers",
-        "traces-reader",
-        &[Subject::Group("system:serviceaccounts:observers".into())],
-    );
-    let status = review(
-        &fake,
-        &traces_sar("observers", "grafana", "any-tenant", "get"),
-    )
-    .await;
-    assert!(status.allowed);
-    assert_eq!(
-        status.reason.as_deref(),
-        Some("RBAC: allowed by ClusterRoleBinding \"readers\" of ClusterRole \"traces-reader\" to Group \"system:serviceaccounts:observers\"")
-    );
-    assert!(
-        !review(&fake, &traces_sar("observers", "grafana", "t", "create"))
-            .await
-            .allowed
-    );
-
-    // A RoleBinding to a ClusterRole grants only in its namespace; `*` matches any verb.
-    let mut rule = traces_rule(&["*"]);
-    rule.api_groups = Some(vec!["*".into()]);
-    fake.create_cluster_role("anything", vec![rule]);
-    fake.create_role_binding(
-        "tenant-b",
-        "admin",
-        "ClusterRole",
-        "anything",
-        &[Subject::User("system:serviceaccount:ops:admin".into())],
-    );
-    assert!(
-        review(&fake, &traces_sar("ops", "admin", "tenant-b", "update"))
-            .await
-            .allowed
-    );
-    assert!(
-        !review(&fake, &traces_sar("ops", "admin", "tenant-c", "update"))
-            .await
-            .allowed
-    );
-}
-
-#[tokio::test]
-async fn token_of_a_deleted_or_recreated_service_account_is_rejected() {
-    let fake = FakeKube::start().await;
-    let uid = fake.create_service_account("agents", "collector");
-    fake.add_token("sa-token", FakeUser::service_account("agents", "collector"));
-    let (ok, _, user) = authenticated(&fake, "sa-token").await;
-    assert!(ok);
-    assert_eq!(
-        user["uid"],
-        json!(uid),
-        "user.uid is the ServiceAccount's uid"
-    );
-
-    fake.delete(Kind::ServiceAccount, Some("agents"), "collector");
-    let (ok, error, _) = authenticated(&fake, "sa-token").await;
-    assert!(!ok);
-    assert_eq!(
-        error.as_deref(),
-        Some("[invalid bearer token, service account token has been invalidated]")
-    );
-    // Re-created: a new uid, the old token stays invalid.
-    let new_uid = fake.create_service_account("agents", "collector");
-    assert_ne!(new_uid, uid);
-    assert!(!authenticated(&fake, "sa-token").await.0);
-
-    // A token of a ServiceAccount the store never had is not bound to anything.
-    fake.add_token("free", FakeUser::service_account("other", "sa"));
-    assert!(authenticated(&fake, "free").await.0);
-}
-
-#[tokio::test]
-async fn pod_bound_token_is_rejected_once_its_pod_is_deleted() {
-    let fake = FakeKube::start().await;
-    fake.create_service_account("agents", "collector");
-    let pod_uid = fake.create_pod_for("agents", "collector-0", "collector");
-    fake.add_token(
-        "pod-token",
-        FakeUser::service_account("agents", "collector").with_pod("collector-0"),
-    );
-    let (ok, _, user) = authenticated(&fake, "pod-token").await;
-    assert!(ok);
-    assert_eq!(
-        user["extra"]["authentication.kubernetes.io/pod-name"],
-        json!(["collector-0"])
-    );
-    assert_eq!(
-        user["extra"]["authentication.kubernetes.io/pod-uid"],
-        json!([pod_uid])
-    );
-
-    fake.delete(Kind::Pod, Some("agents"), "collector-0");
-    assert!(!authenticated(&fake, "pod-token").await.0);
-}
-
-#[tokio::test]
-async fn namespace_deletion_deletes_its_contents() {
-    let fake = FakeKube::start().await;
-    fake.create_namespace("tenant-a");
-    fake.bind_traces("tenant-a", "b", Subject::Group("g".into()), &["get"]);
-    fake.create_service_account("tenant-a", "sa");
-    fake.delete(Kind::Namespace, None, "tenant-a")
-        .expect("it existed");
-    for kind in [Kind::Role, Kind::RoleBinding, Kind::ServiceAccount] {
-        assert_eq!(
-            fake.get(kind, Some("tenant-a"), "b")
-                .or(fake.get(kind, Some("tenant-a"), "sa")),
-            None
-        );
-    }
+fn bind(fake: &FakeKube, tenant: &str, name: &str) {
+    fake.bind_traces(tenant, name, Subject::Group("g".into()), &["get"]);
 }
 
 #[tokio::test]
@@ -356,11 +103,11 @@ async fn watch_replays_history_after_its_resource_version_then_live_events() {
         .expect("watch")
         .boxed();
     assert_eq!(
-        kind_and_name(&next(&mut stream).await),
+        event_summary(&next_event(&mut stream).await),
         ("ADDED", "after".into())
     );
-    let deleted = next(&mut stream).await;
-    assert_eq!(kind_and_name(&deleted), ("DELETED", "before".into()));
+    let deleted = next_event(&mut stream).await;
+    assert_eq!(event_summary(&deleted), ("DELETED", "before".into()));
     if let WatchEvent::Deleted(rb) = &deleted {
         assert_eq!(
             rb.resource_version(),
@@ -368,15 +115,18 @@ async fn watch_replays_history_after_its_resource_version_then_live_events() {
             "a new RV"
         );
     }
-    assert!(fake.wait_for_watches(Kind::RoleBinding, 1, TIMEOUT).await);
+    assert!(
+        fake.wait_for_watches(Kind::RoleBinding, 1, STREAM_TIMEOUT)
+            .await
+    );
 
     let receipt = fake.bind_traces("tenant-b", "live", Subject::Group("g".into()), &["get"]);
     assert_eq!(receipt.watches(), 1);
     assert_eq!(
-        kind_and_name(&next(&mut stream).await),
+        event_summary(&next_event(&mut stream).await),
         ("ADDED", "live".into())
     );
-    let sent = tokio::time::timeout(TIMEOUT, receipt.sent())
+    let sent = tokio::time::timeout(STREAM_TIMEOUT, receipt.sent())
         .await
         .expect("sent");
     assert_eq!(fake.last_event_sent_at(Kind::RoleBinding), Some(sent));
@@ -387,14 +137,14 @@ async fn watch_replays_history_after_its_resource_version_then_live_events() {
         json!([{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "h"}]);
     fake.apply(changed);
     assert_eq!(
-        kind_and_name(&next(&mut stream).await),
+        event_summary(&next_event(&mut stream).await),
         ("MODIFIED", "live".into())
     );
     // Events of other kinds do not reach this watch.
     fake.create_service_account("tenant-b", "sa");
     fake.delete(Kind::RoleBinding, Some("tenant-b"), "live");
     assert_eq!(
-        kind_and_name(&next(&mut stream).await),
+        event_summary(&next_event(&mut stream).await),
         ("DELETED", "live".into())
     );
 }
@@ -411,7 +161,183 @@ async fn watch_from_zero_starts_with_the_current_objects() {
         .expect("watch")
         .boxed();
     assert_eq!(
-        kind_and_name(&next(&mut stream).await),
+        event_summary(&next_event(&mut stream).await),
         ("ADDED", "two".into())
     );
+}
+
+#[tokio::test]
+async fn bookmarks_on_demand_and_at_an_interval_only_when_allowed() {
+    let fake = FakeKube::start().await;
+    let api = Api::<RoleBinding>::all(fake.client().await);
+    let rv = fake.resource_version();
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let mut quiet = api
+        .watch(&WatchParams::default().disable_bookmarks(), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    assert!(
+        fake.wait_for_watches(Kind::RoleBinding, 2, STREAM_TIMEOUT)
+            .await
+    );
+    bind(&fake, "t", "b");
+    assert_eq!(event_summary(&next_event(&mut stream).await).0, "ADDED");
+    assert_eq!(event_summary(&next_event(&mut quiet).await).0, "ADDED");
+
+    fake.send_bookmarks();
+    match next_event(&mut stream).await {
+        WatchEvent::Bookmark(b) => {
+            assert_eq!(b.metadata.resource_version, fake.resource_version());
+            assert_eq!(b.types.kind, "RoleBinding");
+            assert_eq!(b.types.api_version, "rbac.authorization.k8s.io/v1");
+        }
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+    fake.set_bookmark_interval(Some(Duration::from_millis(20)));
+    for _ in 0..3 {
+        assert_eq!(event_summary(&next_event(&mut stream).await).0, "BOOKMARK");
+    }
+    fake.set_bookmark_interval(None);
+    // The watch without bookmarks saw none of them: its next event is the next change.
+    bind(&fake, "t", "c");
+    assert_eq!(
+        event_summary(&next_event(&mut quiet).await),
+        ("ADDED", "c".into())
+    );
+}
+
+#[tokio::test]
+async fn metadata_only_list_and_watch() {
+    let fake = FakeKube::start().await;
+    fake.create_namespace("tenant-a");
+    let api = Api::<Namespace>::all(fake.client().await);
+    let list = api
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list_metadata");
+    assert_eq!(list.items.len(), 1);
+    let item = &list.items[0];
+    assert_eq!(item.name_any(), "tenant-a");
+    assert!(item.metadata.uid.is_some());
+    let types = item.types.clone().expect("items carry their type");
+    assert_eq!(
+        (types.kind.as_str(), types.api_version.as_str()),
+        ("PartialObjectMetadata", "meta.k8s.io/v1")
+    );
+
+    let rv = list.metadata.resource_version.expect("a resourceVersion");
+    let mut stream = api
+        .watch_metadata(&WatchParams::default(), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    assert!(
+        fake.wait_for_watches(Kind::Namespace, 1, STREAM_TIMEOUT)
+            .await
+    );
+    fake.create_namespace("tenant-b");
+    match next_event(&mut stream).await {
+        WatchEvent::Added(meta) => {
+            assert_eq!(meta.name_any(), "tenant-b");
+            assert_eq!(meta.types.expect("typed").kind, "PartialObjectMetadata");
+        }
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+    fake.send_bookmarks();
+    assert_eq!(event_summary(&next_event(&mut stream).await).0, "BOOKMARK");
+
+    let requests = fake.received_watch_requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests
+        .iter()
+        .all(|r| r.metadata_only && r.kind == Kind::Namespace));
+    assert_eq!(requests[0].path, "/api/v1/namespaces");
+    assert!(!requests[0].watch);
+    assert!(requests[1].watch);
+    assert_eq!(requests[1].query.get("resourceVersion"), Some(&rv));
+    assert_eq!(
+        requests[1]
+            .query
+            .get("allowWatchBookmarks")
+            .map(String::as_str),
+        Some("true")
+    );
+}
+
+#[tokio::test]
+async fn streaming_list_ends_its_initial_events_with_a_bookmark() {
+    let fake = FakeKube::start().await;
+    bind(&fake, "t", "a");
+    let api = Api::<RoleBinding>::all(fake.client().await);
+    let wp = WatchParams::default().initial_events();
+    let mut stream = api.watch(&wp, "0").await.expect("watch").boxed();
+    assert_eq!(
+        event_summary(&next_event(&mut stream).await),
+        ("ADDED", "a".into())
+    );
+    match next_event(&mut stream).await {
+        WatchEvent::Bookmark(b) => {
+            assert!(b
+                .metadata
+                .annotations
+                .contains_key("k8s.io/initial-events-end"));
+            assert_eq!(b.metadata.resource_version, fake.resource_version());
+        }
+        other => panic!("expected the initial-events-end bookmark, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watches_end_at_their_timeout() {
+    let fake = FakeKube::start().await;
+    let api = Api::<RoleBinding>::all(fake.client().await);
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(1), &fake.resource_version())
+        .await
+        .expect("watch")
+        .boxed();
+    let started = std::time::Instant::now();
+    stream_end(&mut stream).await;
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn receipt_completes_when_every_watch_has_written_the_event() {
+    let fake = FakeKube::start().await;
+    let api = Api::<RoleBinding>::all(fake.client().await);
+    let rv = fake.resource_version();
+    let mut one = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let mut two = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    assert!(
+        fake.wait_for_watches(Kind::RoleBinding, 2, STREAM_TIMEOUT)
+            .await
+    );
+    let before = std::time::Instant::now();
+    let receipt = fake.create_role_binding("t", "b", "Role", "r", &[]);
+    assert_eq!(receipt.watches(), 2);
+    let sent = tokio::time::timeout(STREAM_TIMEOUT, receipt.sent())
+        .await
+        .expect("delivered");
+    assert!(sent >= before);
+    assert_eq!(event_summary(&next_event(&mut one).await).0, "ADDED");
+    assert_eq!(event_summary(&next_event(&mut two).await).0, "ADDED");
+    // With no watch of its kind open, the receipt is complete at once.
+    let receipt = fake.create_namespace("t");
+    assert_eq!(receipt.watches(), 0);
+    tokio::time::timeout(STREAM_TIMEOUT, receipt.sent())
+        .await
+        .expect("complete");
 }

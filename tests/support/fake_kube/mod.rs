@@ -38,6 +38,7 @@ mod resources;
 mod reviews;
 mod server;
 mod store;
+pub mod streams;
 mod token_review;
 mod users;
 mod watch;

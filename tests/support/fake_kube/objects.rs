@@ -222,9 +222,9 @@ impl FakeKube {
     }
 
     /// How often every open watch gets a BOOKMARK (`None`: only on [`FakeKube::send_bookmarks`];
-    /// default one minute, about what the real server does). Applies from each watch's next tick.
+    /// default one minute, about what the real server does). Applies at once to open watches.
     pub fn set_bookmark_interval(&self, interval: Option<Duration>) {
-        self.shared.store().bookmark_interval = interval;
+        self.shared.bookmark_interval.send_replace(interval);
     }
 
     /// Cuts every open watch stream now, as a lost connection (no clean end of the stream).

@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::faults::{Fault, ReviewKind, Script};
@@ -66,6 +67,8 @@ pub(super) struct Shared {
     pub max_in_flight: AtomicUsize,
     pub lists: AtomicUsize,
     pub watches_opened: AtomicUsize,
+    /// How often each open watch gets a BOOKMARK (`None`: only on demand).
+    pub bookmark_interval: watch::Sender<Option<Duration>>,
 }
 
 impl Shared {
@@ -92,6 +95,8 @@ impl Shared {
             max_in_flight: AtomicUsize::new(0),
             lists: AtomicUsize::new(0),
             watches_opened: AtomicUsize::new(0),
+            // About what the real server does.
+            bookmark_interval: watch::Sender::new(Some(Duration::from_secs(60))),
         }
     }
 

@@ -2,11 +2,9 @@
 //! revision), the current objects, a bounded history of events for watches to replay, and the
 //! open watch streams that live events are fanned out to.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
-
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
 use tokio::sync::mpsc;
 
 use super::events::{bookmark_line, event_line, meta_str, Chunk, EventReceipt, SentLog};
@@ -76,7 +74,6 @@ pub(super) struct Store {
     sinks: Vec<Sink>,
     next_id: u64,
     snapshots: BTreeMap<u64, Snapshot>,
-    pub bookmark_interval: Option<Duration>,
     sent_log: SentLog,
 }
 
@@ -91,7 +88,6 @@ impl Store {
             sinks: Vec::new(),
             next_id: 1,
             snapshots: BTreeMap::new(),
-            bookmark_interval: Some(Duration::from_secs(60)),
             sent_log,
         }
     }

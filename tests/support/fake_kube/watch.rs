@@ -97,14 +97,16 @@ async fn watch_lifetime(
 ) {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
+    let mut intervals = shared.bookmark_interval.subscribe();
     loop {
-        let interval = shared.store().bookmark_interval;
+        let interval = *intervals.borrow_and_update();
+        let tick = tokio::time::sleep(interval.unwrap_or(timeout));
         tokio::select! {
             _ = &mut deadline => break,
             _ = tx.closed() => break,
-            _ = tokio::time::sleep(interval.unwrap_or(timeout)), if interval.is_some() => {
-                shared.store().send_bookmarks(Some(id));
-            }
+            // A new interval: start its first tick from now.
+            Ok(()) = intervals.changed() => {}
+            _ = tick, if interval.is_some() => shared.store().send_bookmarks(Some(id)),
         }
     }
     // Unregistered and our sender dropped: the stream ends cleanly.
