@@ -331,7 +331,7 @@ def parse_seconds(s):
 
 
 def check_rbac(builds):
-    group("RBAC least privilege: exactly two create rules for tenant-authz; tenants get/create traces in their namespace; no wildcards")
+    group("RBAC least privilege: tenant-authz creates the two reviews and lists/watches only what decides them; tenants get/create traces in their namespace; no wildcards")
     for build, docs in builds.items():
         for d in docs:
             k, w = d.get("kind"), f"{build} {name_of(d)}"
@@ -344,8 +344,14 @@ def check_rbac(builds):
             if k == "ClusterRole":
                 if get(d, "metadata.name") != "tenant-authz":
                     fail(w, "unexpected ClusterRole")
+                # The two reviews, and list/watch of what tenant-authz's watches ask for
+                # (src/review/kube/watch.rs; tests/revocation.rs pins the requests).
                 want = [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-                        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]
+                        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+                        {"apiGroups": ["rbac.authorization.k8s.io"],
+                         "resources": ["roles", "rolebindings", "clusterroles", "clusterrolebindings"],
+                         "verbs": ["list", "watch"]},
+                        {"apiGroups": [""], "resources": ["namespaces", "serviceaccounts"], "verbs": ["list", "watch"]}]
                 if sorted(d.get("rules", []), key=str) != sorted(want, key=str):
                     fail(w, f"rules must be exactly {want}")
             elif k == "ClusterRoleBinding":

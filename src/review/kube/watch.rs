@@ -1,8 +1,8 @@
 //! Revocation by watch: changes to what decides a SubjectAccessReview or a TokenReview become
 //! cache invalidations as they happen, instead of when a TTL runs out.
 //!
-//! One metadata-only watcher (kube-runtime, list then watch, bookmarks, backoff, relist on
-//! `410 Gone`) per resource. What a change drops (see [`Watched::effect`]):
+//! One metadata-only watcher (kube-runtime: list then watch, bookmarks) per resource, started
+//! afresh with a backoff after any error (`410 Gone` included). What a change drops (see [`Watched::effect`]):
 //!
 //! | change | dropped |
 //! |---|---|
@@ -20,13 +20,14 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::core::PartialObjectMeta;
+use kube::runtime::watcher::watcher;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{watcher::watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -203,7 +204,7 @@ impl Shared {
 }
 
 /// Starts one watch task per resource. They run until aborted (the handles) or the process
-/// ends; each reconnects with backoff and relists on `410 Gone`.
+/// ends; each relists after a backoff when it fails (`410 Gone` included).
 pub fn spawn(
     client: Client,
     target: Arc<dyn Invalidate>,
@@ -279,64 +280,82 @@ pub fn diff(before: &Seen, after: &Seen) -> Vec<(ObjectKey, Option<String>, Opti
 }
 
 /// `Api<PartialObjectMeta<K>>` makes metadata-only list and watch requests.
+///
+/// After any error the watcher is started afresh (after a backoff), not resumed: kube-runtime
+/// would resume a failed watch from its last resourceVersion without a list, and then nothing
+/// would tell that the watch is back. A fresh start relists, and the relist both marks the
+/// watch up and applies what changed meanwhile ([`diff`]).
 async fn run<K>(api: Api<PartialObjectMeta<K>>, watched: Watched, shared: Arc<Shared>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let config = watcher::Config::default();
-    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    const FIRST_RETRY: Duration = Duration::from_millis(250);
+    const LONGEST_RETRY: Duration = Duration::from_secs(30);
     let mut seen: Seen = HashMap::new();
-    let mut relisting: Option<Seen> = None;
     let mut synced = false;
-    let change = |key: &ObjectKey, before: Option<&str>, after: Option<&str>| {
-        shared.apply(watched, watched.effect(key, before, after));
-    };
-    while let Some(event) = events.next().await {
-        let kind = match event {
-            Ok(Event::Init) => {
-                relisting = Some(HashMap::new());
-                "relist"
-            }
-            Ok(Event::InitApply(obj)) => {
-                relisting
-                    .get_or_insert_with(HashMap::new)
-                    .insert(key_of(&obj), stamp_of(&obj));
-                continue;
-            }
-            Ok(Event::InitDone) => {
-                let fresh = relisting.take().unwrap_or_default();
-                if synced {
-                    // What changed while the watch was away.
-                    for (key, before, after) in diff(&seen, &fresh) {
-                        change(&key, before.as_deref(), after.as_deref());
-                    }
+    let mut retry = FIRST_RETRY;
+    loop {
+        let mut events = std::pin::pin!(watcher(api.clone(), watcher::Config::default()));
+        let mut relisting: Option<Seen> = None;
+        while let Some(event) = events.next().await {
+            let kind = match event {
+                Ok(Event::Init) => {
+                    relisting = Some(HashMap::new());
+                    "relist"
                 }
-                seen = fresh;
-                synced = true;
-                shared.set_up(watched, true);
-                "synced"
-            }
-            Ok(Event::Apply(obj)) => {
-                let (key, stamp) = (key_of(&obj), stamp_of(&obj));
-                let before = seen.insert(key.clone(), stamp.clone());
-                change(&key, before.as_ref().map(|b| b.1.as_str()), Some(&stamp.1));
-                "applied"
-            }
-            Ok(Event::Delete(obj)) => {
-                let key = key_of(&obj);
-                let before = seen.remove(&key).unwrap_or_else(|| stamp_of(&obj));
-                change(&key, Some(&before.1), None);
-                "deleted"
-            }
-            Err(error) => {
-                tracing::warn!(resource = watched.as_str(), %error, "watch failed; retrying with backoff");
-                shared.set_up(watched, false);
-                "error"
-            }
-        };
-        shared.metrics.watch_event(watched.as_str(), kind);
+                Ok(Event::InitApply(obj)) => {
+                    relisting
+                        .get_or_insert_with(HashMap::new)
+                        .insert(key_of(&obj), stamp_of(&obj));
+                    continue;
+                }
+                Ok(Event::InitDone) => {
+                    let fresh = relisting.take().unwrap_or_default();
+                    if synced {
+                        // What changed while the watch was away.
+                        for (key, before, after) in diff(&seen, &fresh) {
+                            shared.apply(
+                                watched,
+                                watched.effect(&key, before.as_deref(), after.as_deref()),
+                            );
+                        }
+                    }
+                    seen = fresh;
+                    synced = true;
+                    retry = FIRST_RETRY;
+                    shared.set_up(watched, true);
+                    "synced"
+                }
+                Ok(Event::Apply(obj)) => {
+                    let (key, stamp) = (key_of(&obj), stamp_of(&obj));
+                    let before = seen.insert(key.clone(), stamp.clone());
+                    let before = before.as_ref().map(|b| b.1.as_str());
+                    shared.apply(watched, watched.effect(&key, before, Some(&stamp.1)));
+                    "applied"
+                }
+                Ok(Event::Delete(obj)) => {
+                    let key = key_of(&obj);
+                    let before = seen.remove(&key).unwrap_or_else(|| stamp_of(&obj));
+                    shared.apply(watched, watched.effect(&key, Some(&before.1), None));
+                    "deleted"
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        resource = watched.as_str(),
+                        %error,
+                        retry_in = ?retry,
+                        "watch failed; relisting after a backoff"
+                    );
+                    shared.metrics.watch_event(watched.as_str(), "error");
+                    break;
+                }
+            };
+            shared.metrics.watch_event(watched.as_str(), kind);
+        }
+        shared.set_up(watched, false);
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(LONGEST_RETRY);
     }
-    shared.set_up(watched, false);
 }
 
 #[cfg(test)]

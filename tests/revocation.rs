@@ -1,0 +1,350 @@
+//! Revocation by watch: the real binary, the real kube client (watchers included), and the
+//! fake API with real list/watch semantics (resourceVersion, history, bookmarks, 410 Gone).
+//!
+//! With the watches up, a removed RoleBinding, a new grant or a deleted ServiceAccount takes
+//! effect on the next request, although allows are cached for 10 minutes.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::authz::{check_request, denied_body, http_status, AuthzProcess};
+use support::fake_kube::{FakeKube, FakeUser, Fault, Kind, Subject};
+
+const TOKEN: &str = "revocation-test-token-4f1c9a7e2b6d08c35e1f7a9b";
+
+fn grafana() -> Subject {
+    Subject::ServiceAccount {
+        namespace: "showcase".into(),
+        name: "grafana".into(),
+    }
+}
+
+async fn setup() -> FakeKube {
+    let fake = FakeKube::start().await;
+    for ns in ["showcase", "payments"] {
+        fake.create_namespace(ns);
+    }
+    fake.create_service_account("showcase", "grafana");
+    fake.add_token(TOKEN, FakeUser::service_account("showcase", "grafana"));
+    fake.bind_traces("showcase", "grafana-reads", grafana(), &["get"]);
+    fake
+}
+
+/// Starts tenant-authz and waits until every watch has synced (`/readyz` without the note).
+async fn start(fake: &FakeKube) -> AuthzProcess {
+    let authz = AuthzProcess::start(fake.kubeconfig_path(), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = authz.admin_get("/readyz").await.expect("readyz");
+        if status == 200 && body == "ready\n" {
+            return authz;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watches did not sync: /readyz says {body:?}\n{}",
+            authz.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn read(authz: &AuthzProcess, tenant: &str) -> (u16, String) {
+    let auth = format!("Bearer {TOKEN}");
+    let r = authz
+        .client()
+        .await
+        .check(check_request(
+            "GET",
+            "/api/search",
+            &[("x-scope-orgid", tenant), ("authorization", &auth)],
+            Some("read"),
+        ))
+        .await
+        .expect("Check must never be a gRPC error")
+        .into_inner();
+    (http_status(&r), denied_body(&r))
+}
+
+/// Polls until `tenant` answers `status`; returns how long it took.
+async fn until_status(
+    authz: &AuthzProcess,
+    tenant: &str,
+    status: u16,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (got, body) = read(authz, tenant).await;
+        if got == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{tenant}: still {got} after {within:?}, want {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_rolebinding_denies_the_next_request() {
+    let fake = setup().await;
+    let authz = start(&fake).await;
+    assert_eq!(read(&authz, "showcase").await.0, 200);
+    assert_eq!(read(&authz, "showcase").await.0, 200, "cached");
+    let sars = fake.subject_access_reviews();
+    fake.delete(Kind::RoleBinding, Some("showcase"), "grafana-reads")
+        .expect("the binding existed")
+        .sent()
+        .await;
+    let took = until_status(&authz, "showcase", 403, Duration::from_secs(1)).await;
+    assert!(fake.subject_access_reviews() > sars, "asked the API again");
+    eprintln!("revoked in {took:?}");
+    let metrics = authz.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            "tenant_authz_cache_invalidations_total{scope=\"tenant\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_after_a_cached_denial_allows_the_next_request() {
+    let fake = setup().await;
+    let authz = start(&fake).await;
+    assert_eq!(read(&authz, "payments").await.0, 403);
+    assert_eq!(read(&authz, "payments").await.0, 403, "cached denial");
+    fake.bind_traces("payments", "grafana-reads", grafana(), &["get"])
+        .sent()
+        .await;
+    until_status(&authz, "payments", 200, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_service_account_is_401() {
+    let fake = setup().await;
+    let authz = start(&fake).await;
+    assert_eq!(read(&authz, "showcase").await.0, 200);
+    fake.delete(Kind::ServiceAccount, Some("showcase"), "grafana")
+        .expect("existed")
+        .sent()
+        .await;
+    until_status(&authz, "showcase", 401, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_role_binding_changes_drop_every_decision() {
+    let fake = setup().await;
+    let authz = start(&fake).await;
+    assert_eq!(read(&authz, "payments").await.0, 403);
+    // A cluster-wide grant (a ClusterRoleBinding to a ClusterRole on traces).
+    fake.create_cluster_role(
+        "traces-reader",
+        vec![k8s_openapi::api::rbac::v1::PolicyRule {
+            api_groups: Some(vec!["tempo.grafana.com".into()]),
+            resources: Some(vec!["traces".into()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        }],
+    );
+    fake.create_cluster_role_binding("grafana-reads-all", "traces-reader", &[grafana()])
+        .sent()
+        .await;
+    until_status(&authz, "payments", 200, Duration::from_secs(1)).await;
+}
+
+/// A GitOps sync touching 1 000 RoleBindings of other tenants: no stall, and the decisions of
+/// `showcase` stay cached (no new SAR for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_other_tenants_events_keeps_unaffected_decisions() {
+    let fake = setup().await;
+    let authz = start(&fake).await;
+    assert_eq!(read(&authz, "showcase").await.0, 200);
+    let sars = fake.subject_access_reviews();
+    let mut last = None;
+    for i in 0..1000 {
+        let ns = format!("team-{}", i % 50);
+        last = Some(fake.bind_traces(&ns, &format!("rb-{i}"), grafana(), &["get"]));
+    }
+    last.expect("events").sent().await;
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(read(&authz, "showcase").await.0, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "20 cached Checks took {:?} after the burst",
+        started.elapsed()
+    );
+    assert_eq!(
+        fake.subject_access_reviews(),
+        sars,
+        "showcase's cached allow was dropped by other tenants' events"
+    );
+    // The burst did reach the engine: a team tenant is allowed at once.
+    assert_eq!(read(&authz, "team-7").await.0, 200);
+}
+
+/// Watch down: `/readyz` says so, `tenant_authz_watch_up` is 0, and the allow TTL falls back
+/// to the short one (here 1 s), for allows cached before too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_down_falls_back_to_short_ttls_and_says_so() {
+    let fake = setup().await;
+    let authz = AuthzProcess::start(fake.kubeconfig_path(), &["--cache-allowed-ttl", "1s"]).await;
+    // Synced first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while authz.admin_get("/readyz").await.expect("readyz").1 != "ready\n" {
+        assert!(Instant::now() < deadline, "watches did not sync");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read(&authz, "showcase").await.0, 200);
+    let sars = fake.subject_access_reviews();
+
+    fake.set_watch_fault(Fault::Status500);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = authz.metrics().await;
+        if metric(&metrics, "tenant_authz_watch_up{resource=\"rolebindings\"}") == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watch_up never went to 0\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = authz.admin_get("/readyz").await.expect("readyz");
+    assert_eq!(status, 200, "still ready: decisions work, with short TTLs");
+    assert!(
+        body.contains("rolebindings") && body.contains("short cache TTLs"),
+        "{body}"
+    );
+
+    // The allow cached while the watches were up is now bounded by the 1 s TTL.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(read(&authz, "showcase").await.0, 200);
+    assert!(
+        fake.subject_access_reviews() > sars,
+        "the old allow was reused past 1 s"
+    );
+
+    // Back up: synced again.
+    fake.set_watch_fault(Fault::None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = authz.admin_get("/readyz").await.expect("readyz").1;
+        if body == "ready\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watches did not come back: {body}\n{}",
+            authz.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A change missed while the watch was down is applied by the relist's comparison.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_missed_while_down_is_applied_after_the_relist() {
+    let fake = setup().await;
+    let authz = start(&fake).await;
+    assert_eq!(read(&authz, "showcase").await.0, 200);
+    fake.set_watch_fault(Fault::Status500);
+    // While the watches are down, the binding goes, and the history is compacted (410 Gone
+    // for any watch from before).
+    fake.delete(Kind::RoleBinding, Some("showcase"), "grafana-reads");
+    fake.compact();
+    fake.set_watch_fault(Fault::None);
+    until_status(&authz, "showcase", 403, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_ask_only_list_and_watch_metadata_of_what_decides() {
+    let fake = setup().await;
+    let _authz = start(&fake).await;
+    let requests = fake.received_watch_requests();
+    assert!(!requests.is_empty());
+    let mut paths: Vec<String> = requests.iter().map(|r| r.path.clone()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(
+        paths,
+        vec![
+            "/api/v1/namespaces",
+            "/api/v1/serviceaccounts",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            "/apis/rbac.authorization.k8s.io/v1/rolebindings",
+            "/apis/rbac.authorization.k8s.io/v1/roles",
+        ],
+        "no pods unless kubernetes.watch_pods"
+    );
+    assert!(
+        requests.iter().all(|r| r.metadata_only),
+        "every list and watch is metadata-only"
+    );
+}
+
+/// `kubernetes.watch_pods`: a pod-bound token stops working when its pod is deleted (the API
+/// would now reject it), although its identity was cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_pod_drops_its_bound_tokens_when_pods_are_watched() {
+    const POD_TOKEN: &str = "revocation-pod-token-8e2f4b6a1c3d5e7f90a1b2c3";
+    let fake = setup().await;
+    fake.create_pod_for("showcase", "grafana-0", "grafana");
+    fake.add_token(
+        POD_TOKEN,
+        FakeUser::service_account("showcase", "grafana").with_pod("grafana-0"),
+    );
+    let authz = AuthzProcess::start(fake.kubeconfig_path(), &["--watch-pods", "true"]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while authz.admin_get("/readyz").await.expect("readyz").1 != "ready\n" {
+        assert!(Instant::now() < deadline, "watches did not sync");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pod_status(&authz, POD_TOKEN).await, 200);
+    fake.delete(Kind::Pod, Some("showcase"), "grafana-0")
+        .expect("existed")
+        .sent()
+        .await;
+    let started = Instant::now();
+    while pod_status(&authz, POD_TOKEN).await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still allowed after its pod went"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn pod_status(authz: &AuthzProcess, token: &str) -> u16 {
+    let auth = format!("Bearer {token}");
+    let r = authz
+        .client()
+        .await
+        .check(check_request(
+            "GET",
+            "/api/search",
+            &[("x-scope-orgid", "showcase"), ("authorization", &auth)],
+            Some("read"),
+        ))
+        .await
+        .expect("Check must never be a gRPC error")
+        .into_inner();
+    http_status(&r)
+}
