@@ -175,12 +175,7 @@ fn describe(subject: &RbacSubject, namespace: &str) -> String {
 /// `RuleAllows` for resource requests: verb, API group, resource (`*`, `res/sub`, `*/sub`),
 /// and `resourceNames` (empty: any name).
 fn rule_allows(rule: &PolicyRule, ra: &ResourceAttributes) -> bool {
-    let has = |list: &Option<Vec<String>>, wanted: &str| {
-        list.as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|x| x == "*" || x == wanted)
-    };
+    let has = |list: &[String], wanted: &str| list.iter().any(|x| x == "*" || x == wanted);
     let verb = ra.verb.as_deref().unwrap_or("");
     let group = ra.group.as_deref().unwrap_or("");
     let resource = ra.resource.as_deref().unwrap_or("");
@@ -202,7 +197,10 @@ fn rule_allows(rule: &PolicyRule, ra: &ResourceAttributes) -> bool {
         });
     let names = rule.resource_names.as_deref().unwrap_or_default();
     let name_ok = names.is_empty() || names.iter().any(|n| Some(n.as_str()) == ra.name.as_deref());
-    has(&Some(rule.verbs.clone()), verb) && has(&rule.api_groups, group) && resource_ok && name_ok
+    has(&rule.verbs, verb)
+        && has(rule.api_groups.as_deref().unwrap_or_default(), group)
+        && resource_ok
+        && name_ok
 }
 
 fn grant_matches(
