@@ -19,8 +19,9 @@ use tenant_authz::authorizer::{Authorizer, AuthorizerSettings};
 use tenant_authz::config::{ActionConfig, CacheConfig};
 use tenant_authz::ext_authz::{normalize_path, CheckService, RequestParser};
 use tenant_authz::metrics::Metrics;
-use tenant_authz::model::Action;
+use tenant_authz::model::{Action, Product};
 use tenant_authz::review::memory::MemoryReviewer;
+use tenant_authz::routes;
 
 const HEADER: &str = "x-scope-orgid";
 /// The tenants a case draws from; each case grants alice a random subset of them.
@@ -216,10 +217,10 @@ proptest! {
         }
     }
 
-    /// The action inferred for a path never becomes `read` after a rewrite that Envoy
-    /// (`normalize_path`, `merge_slashes`) normalises away: percent-encoding (either hex case),
-    /// `.` and `x/..` segments, repeated slashes, a trailing slash, a query or fragment. The
-    /// normalised path is the same, so the action is the same.
+    /// For every product's route table, the action inferred for a path never becomes `read`
+    /// after a rewrite that Envoy (`normalize_path`, `merge_slashes`) normalises away:
+    /// percent-encoding (either hex case), `.` and `x/..` segments, repeated slashes, a trailing
+    /// slash, a query or fragment. The normalised path is the same, so the action is the same.
     #[test]
     fn inferred_action_survives_every_envoy_normalised_rewrite(
         method in prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
@@ -227,15 +228,18 @@ proptest! {
         rewrites in prop::collection::vec(rewrite(), 0..12),
         tail in prop::sample::select(vec!["", "?a=1", "?x=/../..", "#frag", "?q=%2F#f"]),
     ) {
-        let actions = ActionConfig::default();
-        let expected = actions.infer(method, &normalize_path(&base));
         let disguised = disguise(&base, &rewrites) + tail;
-        let got = actions.infer(method, &normalize_path(&disguised));
-        prop_assert!(
-            got != Some(Action::Read) || expected == Some(Action::Read),
-            "{} {:?} is {:?}, its disguise {:?} is a read", method, base, expected, disguised
-        );
-        prop_assert_eq!(got, expected, "{} {:?} vs {:?}", method, base, disguised);
+        for product in Product::ALL {
+            let actions = (routes::preset(product).actions)();
+            let expected = actions.infer(method, &normalize_path(&base));
+            let got = actions.infer(method, &normalize_path(&disguised));
+            prop_assert!(
+                got != Some(Action::Read) || expected == Some(Action::Read),
+                "{}: {} {:?} is {:?}, its disguise {:?} is a read",
+                product.as_str(), method, base, expected, disguised
+            );
+            prop_assert_eq!(got, expected, "{}: {} {:?} vs {:?}", product.as_str(), method, base, disguised);
+        }
     }
 }
 
@@ -255,6 +259,13 @@ fn base_path() -> impl Strategy<Value = String> {
             "/tempopb.StreamingQuerier/Search",
             "/flush",
             "/ingester/shutdown",
+            "/loki/api/v1/push",
+            "/loki/api/v1/delete",
+            "/api/v1/push",
+            "/api/prom/rules/ns",
+            "/otlp/v1/metrics",
+            "/ingest",
+            "/push.v1.PusherService/Push",
         ])
         .prop_map(String::from),
         "(/[a-zA-Z0-9._~-]{0,12}){1,4}",

@@ -64,11 +64,48 @@ fn check_error(e: &ReviewError, token: Option<&str>) {
     check_text("the error", &e.to_string(), token);
 }
 
-/// The body as JSON, for checking what an answer may conclude.
-/// serde_json skips ignored fields without checking their UTF-8, so a body with invalid UTF-8
-/// in a field nobody reads is still an answer; read it the same way here.
-fn json(body: &[u8]) -> Option<serde_json::Value> {
-    serde_json::from_str(&String::from_utf8_lossy(body)).ok()
+/// The fields of an answer that decide, each as plain JSON: read the way the answer functions
+/// read a body (unknown fields skipped unparsed, so a number out of f64's range or invalid
+/// UTF-8 in a field nobody reads does not make the answer unreadable).
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Answer<S> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<serde_json::Value>,
+    #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
+    api_version: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<S>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct SarStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    denied: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct TokenReviewStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authenticated: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audiences: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct User {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<serde_json::Value>,
+}
+
+fn json<S: serde::de::DeserializeOwned + serde::Serialize>(
+    body: &[u8],
+) -> Option<serde_json::Value> {
+    let answer: Answer<S> = serde_json::from_slice(body).ok()?;
+    serde_json::to_value(answer).ok()
 }
 
 fn body_with_token(input: &mut Input, token: &str) -> Vec<u8> {
@@ -106,7 +143,7 @@ pub fn token_review_answer(data: &[u8]) {
             audiences: accepted,
         }) => {
             assert!(matches!(code, 200 | 201), "authenticated by HTTP {code}");
-            let v = json(&body).expect("authenticated, so the body is JSON");
+            let v = json::<TokenReviewStatus>(&body).expect("authenticated, so the body is JSON");
             let status = &v["status"];
             assert_eq!(status["authenticated"], serde_json::Value::Bool(true));
             assert!(!identity.username.is_empty(), "an identity without a name");
@@ -166,7 +203,7 @@ pub fn sar_answer(data: &[u8]) {
     match kube::sar_answer(code, body) {
         Ok(Authorization::Allowed) => {
             assert!(matches!(code, 200 | 201), "allowed by HTTP {code}");
-            let v = json(body).expect("allowed, so the body is JSON");
+            let v = json::<SarStatus>(body).expect("allowed, so the body is JSON");
             let status = &v["status"];
             assert_eq!(status["allowed"], serde_json::Value::Bool(true), "{v}");
             assert_ne!(
