@@ -7,9 +7,11 @@
 //! 3. Cold path against the fake Kubernetes API: coalescing, in-flight limit, added latency.
 //! 4. Memory: RSS after 100 000 cached allows and after a flood of 1 000 000 unknown tokens.
 //! 5. Allocations per cached Check (a counting global allocator, in a child process).
+//! 6. Revocation by watches (issue 11): revocation latency, the watches' cost on cached
+//!    Checks (on vs `--watch-rbac false`), API load with long TTLs + watches vs short TTLs.
 //!
 //! ```text
-//! target/release/examples/bench [--smoke] [--json FILE] [--parts 1,2,3,4,5]
+//! target/release/examples/bench [--smoke] [--json FILE] [--parts 1,2,3,4,5,6]
 //!     [--authz-bin PATH] [--null-bin PATH] [--envoy PATH] [--wrk PATH] [--keep-dir]
 //!     [--levels 1,16,64,256] [--measure SECONDS]
 //! ```
@@ -40,6 +42,8 @@ mod direct;
 mod loadgen;
 #[path = "bench/memory.rs"]
 mod memory;
+#[path = "bench/revocation.rs"]
+mod revocation;
 #[path = "bench/through_envoy.rs"]
 mod through_envoy;
 
@@ -49,7 +53,7 @@ use std::time::Instant;
 
 use common::{machine, mib, Report, Settings};
 
-const USAGE: &str = "usage: bench [--smoke] [--json FILE] [--parts 1,2,3,4,5] [--authz-bin PATH]
+const USAGE: &str = "usage: bench [--smoke] [--json FILE] [--parts 1,2,3,4,5,6] [--authz-bin PATH]
              [--null-bin PATH] [--envoy PATH] [--wrk PATH] [--keep-dir]
              [--levels 1,16,64,256] [--measure SECONDS]
   --smoke      tiny sizes on whatever build this is (the test suite's mode), < 60 s
@@ -80,7 +84,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
     let mut a = Args {
         smoke: false,
         json: None,
-        parts: vec![1, 2, 3, 4, 5],
+        parts: vec![1, 2, 3, 4, 5, 6],
         authz_bin: None,
         null_bin: None,
         envoy: None,
@@ -330,6 +334,13 @@ async fn bench(args: Args) -> ExitCode {
         if let Err(e) = alloc::run(&settings, &mut report) {
             println!("  FAILED: {e}");
             failures.push(format!("part 5: {e}"));
+        }
+    }
+    if want(6) {
+        header("6. Revocation by watches: latency, cost on cached Checks, API load");
+        if let Err(e) = revocation::run(&settings, &mut report).await {
+            println!("  FAILED: {e}");
+            failures.push(format!("part 6: {e}"));
         }
     }
 

@@ -40,6 +40,8 @@ fn bench_smoke_runs_every_part() {
         "state                                         RSS MiB",
         "== 5. Allocations per cached Check",
         "step                                             allocs/Check",
+        "== 6. Revocation by watches",
+        "side                        TokenReviews  SARs  reviews/min",
         "== Summary: targets",
     ] {
         assert!(out.contains(expected), "no {expected:?}\n{transcript}");
