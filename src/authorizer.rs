@@ -20,7 +20,7 @@ use crate::cache::{Outcome, Scope, Scoping, Source, Tier, Timed};
 use crate::config::CacheConfig;
 use crate::metrics::{CacheName, CacheResult, Metrics};
 use crate::model::{
-    Action, BearerToken, Decision, DenyReason, Identity, Tenant, Tenants, TokenHash,
+    Action, BearerToken, Decision, DenyReason, Identity, Product, Tenant, Tenants, TokenHash,
 };
 use crate::review::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
 
@@ -38,17 +38,22 @@ pub struct KnownIdentity {
     pub identity: Identity,
     /// The user name, shared with every decision cached for this token.
     pub user: Arc<str>,
+    /// Who the decisions of this token were made for, shared by all of them: the user and,
+    /// for a pod-bound token, the pod (so a deleted pod drops them, identity cached or not).
+    pub principal: Arc<Principal>,
     pub expires_at: Instant,
     /// The identities cache's epoch when the TokenReview began: a decision made with an
     /// identity whose user was invalidated since is answered but not cached.
     pub epoch: u64,
 }
 
-/// Key of an authorization decision: the token's hash, a tenant, an action. Never the token.
+/// Key of an authorization decision: the token's hash, a tenant, a product, an action. Never
+/// the token. (An allow to read a tenant's traces answers nothing about its logs.)
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct DecisionKey {
     pub token: TokenHash,
     pub tenant: Tenant,
+    pub product: Product,
     pub action: Action,
 }
 
@@ -62,13 +67,74 @@ pub fn user_scope(username: &str) -> Scope {
     Scope::of("user", username)
 }
 
+/// The invalidation scope of the tokens bound to one pod (by its UID).
+pub fn pod_scope(pod_uid: &str) -> Scope {
+    Scope::of("pod", pod_uid)
+}
+
+/// `extra` key of the TokenReview user that names the pod a token is bound to.
+pub const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
+
+/// What a cached allow was decided for.
+#[derive(Debug)]
+pub struct Principal {
+    pub user: Arc<str>,
+    pub pod_uid: Option<Box<str>>,
+}
+
+impl Principal {
+    fn scopes(&self) -> [Option<Scope>; 2] {
+        [
+            Some(user_scope(&self.user)),
+            self.pod_uid.as_deref().map(pod_scope),
+        ]
+    }
+}
+
+/// Changes to drop from the caches at once (a batch of watch events).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invalidation {
+    /// Tenants whose decisions go (allows and denials).
+    pub tenants: std::collections::HashSet<Tenant>,
+    /// Users whose identities and decisions go.
+    pub users: std::collections::HashSet<String>,
+    /// Pods (UIDs) whose bound tokens' identities and decisions go.
+    pub pods: std::collections::HashSet<String>,
+    /// Every decision goes (identities stay).
+    pub all_decisions: bool,
+}
+
+impl Invalidation {
+    pub fn is_empty(&self) -> bool {
+        !self.all_decisions
+            && self.tenants.is_empty()
+            && self.users.is_empty()
+            && self.pods.is_empty()
+    }
+
+    pub fn merge(&mut self, other: Invalidation) {
+        self.tenants.extend(other.tenants);
+        self.users.extend(other.users);
+        self.pods.extend(other.pods);
+        self.all_decisions |= other.all_decisions;
+    }
+}
+
 /// Which watches are synced and up: while one is, the matching TTL may be the long one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WatchHealth {
     /// Roles, RoleBindings, ClusterRoles, ClusterRoleBindings and Namespaces.
     pub rbac: bool,
     pub service_accounts: bool,
-    pub pods: bool,
+    /// `None`: pods are not watched (`kubernetes.watch_pods: false`).
+    pub pods: Option<bool>,
+}
+
+impl WatchHealth {
+    /// Whether a deleted ServiceAccount, or pod when pods are watched, is seen at once.
+    fn identities_watched(&self) -> bool {
+        self.service_accounts && self.pods != Some(false)
+    }
 }
 
 type Failure = ReviewError;
@@ -76,25 +142,13 @@ type Failure = ReviewError;
 /// What the watches ask of the engine, in its own words (no Kubernetes types): which answers
 /// to drop, and whether the long TTLs may be used.
 pub trait Invalidate: Send + Sync + 'static {
-    fn invalidate_tenant(&self, tenant: &Tenant);
-    fn invalidate_user(&self, username: &str);
-    fn invalidate_pod(&self, pod_uid: &str) -> usize;
-    fn invalidate_decisions(&self);
+    fn invalidate(&self, batch: &Invalidation);
     fn set_watch_health(&self, health: WatchHealth);
 }
 
 impl<R: Reviewer> Invalidate for Authorizer<R> {
-    fn invalidate_tenant(&self, tenant: &Tenant) {
-        Authorizer::invalidate_tenant(self, tenant)
-    }
-    fn invalidate_user(&self, username: &str) {
-        Authorizer::invalidate_user(self, username)
-    }
-    fn invalidate_pod(&self, pod_uid: &str) -> usize {
-        Authorizer::invalidate_pod(self, pod_uid)
-    }
-    fn invalidate_decisions(&self) {
-        Authorizer::invalidate_decisions(self)
+    fn invalidate(&self, batch: &Invalidation) {
+        Authorizer::invalidate(self, batch)
     }
     fn set_watch_health(&self, health: WatchHealth) {
         Authorizer::set_watch_health(self, health)
@@ -105,7 +159,7 @@ impl<R: Reviewer> Invalidate for Authorizer<R> {
 pub struct Authorizer<R> {
     reviewer: R,
     identities: Tier<TokenHash, Arc<KnownIdentity>, Arc<DenyReason>, Failure>,
-    decisions: Tier<DecisionKey, Arc<str>, Arc<DenyReason>, Failure>,
+    decisions: Tier<DecisionKey, Arc<Principal>, Arc<DenyReason>, Failure>,
     health: std::sync::Mutex<WatchHealth>,
     /// Two budgets, so that one cannot starve the other: TokenReviews are what anyone can
     /// cause with garbage tokens; SARs only an identity the API authenticated can.
@@ -125,8 +179,8 @@ impl<R: Reviewer> Authorizer<R> {
                 c.max_negative_entries,
                 Scoping {
                     key: |_| None,
-                    positive: |known| Some(user_scope(&known.user)),
-                    negative: |_| None,
+                    positive: |known| known.principal.scopes(),
+                    negative: |_| [None, None],
                 },
             ),
             decisions: Tier::new(
@@ -134,10 +188,10 @@ impl<R: Reviewer> Authorizer<R> {
                 c.max_negative_entries,
                 Scoping {
                     key: |k| Some(tenant_scope(&k.tenant)),
-                    positive: |user| Some(user_scope(user)),
+                    positive: |principal| principal.scopes(),
                     negative: |reason| match &**reason {
-                        DenyReason::Forbidden { user, .. } => Some(user_scope(user)),
-                        _ => None,
+                        DenyReason::Forbidden { user, .. } => [Some(user_scope(user)), None],
+                        _ => [None, None],
                     },
                 },
             ),
@@ -159,10 +213,21 @@ impl<R: Reviewer> Authorizer<R> {
     /// Never fails: an outage is a `Deny` with `Unavailable` (HTTP 503). A definite denial of
     /// one tenant is answered as soon as it is known, even while other tenants are pending.
     pub async fn check(&self, token: &BearerToken, tenants: Tenants, action: Action) -> Decision {
+        self.check_in(token, tenants, Product::Tempo, action).await
+    }
+
+    /// [`Authorizer::check`] for a request to `product`: its SAR resource, its cache entries.
+    pub async fn check_in(
+        &self,
+        token: &BearerToken,
+        tenants: Tenants,
+        product: Product,
+        action: Action,
+    ) -> Decision {
         let hash = token.hash();
         // Fast path: every tenant's answer is cached. No identity, no await, one shard lock
         // each; a cached denial answers even when the token's identity was evicted.
-        match self.cached_answer(hash, &tenants, action) {
+        match self.cached_answer(hash, &tenants, product, action) {
             Some(Ok(user)) => {
                 self.metrics
                     .cache_lookup(CacheName::Decision, CacheResult::Hit);
@@ -198,7 +263,12 @@ impl<R: Reviewer> Authorizer<R> {
             // higher-ranked lifetime check for `Send` futures.)
             let asks: Vec<_> = tenants
                 .iter()
-                .map(|t| timeout_at(deadline, self.authorize(&identity, hash, t, action)))
+                .map(|t| {
+                    timeout_at(
+                        deadline,
+                        self.authorize(&identity, hash, t, product, action),
+                    )
+                })
                 .collect();
             let mut pending = futures::stream::iter(asks)
                 .buffer_unordered(self.settings.max_reviews_per_check.max(1));
@@ -233,6 +303,7 @@ impl<R: Reviewer> Authorizer<R> {
         &self,
         hash: TokenHash,
         tenants: &Tenants,
+        product: Product,
         action: Action,
     ) -> Option<Result<Arc<str>, Arc<DenyReason>>> {
         let mut user = None;
@@ -241,10 +312,11 @@ impl<R: Reviewer> Authorizer<R> {
             let key = DecisionKey {
                 token: hash,
                 tenant: tenant.clone(),
+                product,
                 action,
             };
             match self.decisions.get_cached(&key) {
-                Some(Ok(u)) => user = Some(u),
+                Some(Ok(p)) => user = Some(p.user.clone()),
                 // A cached denial of any tenant answers, whatever the others are.
                 Some(Err(reason)) => return Some(Err(reason)),
                 None => complete = false,
@@ -285,6 +357,14 @@ impl<R: Reviewer> Authorizer<R> {
                         Ok(Timed {
                             value: Arc::new(KnownIdentity {
                                 user: identity.username.as_str().into(),
+                                principal: Arc::new(Principal {
+                                    user: identity.username.as_str().into(),
+                                    pod_uid: identity
+                                        .extra
+                                        .get(POD_UID_EXTRA)
+                                        .and_then(|v| v.first())
+                                        .map(|u| u.as_str().into()),
+                                }),
                                 identity,
                                 // The TTL is at most the configured one (validated, <= 24 h).
                                 expires_at: Instant::now()
@@ -321,12 +401,14 @@ impl<R: Reviewer> Authorizer<R> {
         known: &KnownIdentity,
         hash: TokenHash,
         tenant: &Tenant,
+        product: Product,
         action: Action,
     ) -> Result<Source, (Arc<DenyReason>, Source)> {
         let identity = &known.identity;
         let key = DecisionKey {
             token: hash,
             tenant: tenant.clone(),
+            product,
             action,
         };
         let cache = &self.settings.cache;
@@ -336,17 +418,17 @@ impl<R: Reviewer> Authorizer<R> {
                 let answer = self
                     .review(
                         ReviewKind::SubjectAccessReview,
-                        self.reviewer.authorize(identity, tenant, action),
+                        self.reviewer.authorize(identity, tenant, product, action),
                     )
                     .await?;
                 Ok(match answer {
                     Authorization::Allowed => Ok(Timed {
-                        value: known.user.clone(),
+                        value: known.principal.clone(),
                         // Never outlive the identity the decision was made for, nor keep a
                         // decision made with an identity from before an invalidation.
                         ttl: if self
                             .identities
-                            .scope_unchanged_since(known.epoch, user_scope(&known.user))
+                            .scopes_unchanged_since(known.epoch, known.principal.scopes())
                         {
                             self.allowed_ttl()
                                 .min(known.expires_at.saturating_duration_since(Instant::now()))
@@ -358,8 +440,9 @@ impl<R: Reviewer> Authorizer<R> {
                         value: Arc::new(DenyReason::Forbidden {
                             user: identity.username.clone(),
                             tenant: tenant.clone(),
+                            product,
                             action,
-                            remedy: self.reviewer.remedy(tenant, action),
+                            remedy: self.reviewer.remedy(tenant, product, action),
                             detail,
                         }),
                         ttl: cache.denied_ttl,
@@ -425,44 +508,51 @@ impl<R: Reviewer> Authorizer<R> {
     /// changed in its namespace, or the namespace went). Other tenants keep theirs, and their
     /// reviews in flight are still stored.
     pub fn invalidate_tenant(&self, tenant: &Tenant) {
-        self.decisions.invalidate_scope(tenant_scope(tenant));
+        self.invalidate(&Invalidation {
+            tenants: [tenant.clone()].into(),
+            ..Default::default()
+        });
     }
 
     /// Drops every identity and decision of `username` (its ServiceAccount was deleted or
     /// re-created).
     pub fn invalidate_user(&self, username: &str) {
-        let scope = user_scope(username);
-        self.identities.invalidate_scope(scope);
-        self.decisions.invalidate_scope(scope);
+        self.invalidate(&Invalidation {
+            users: [username.to_string()].into(),
+            ..Default::default()
+        });
     }
 
-    /// Drops the identities, and every decision, of the tokens bound to the pod `pod_uid`.
-    /// Returns how many identities it found.
-    pub fn invalidate_pod(&self, pod_uid: &str) -> usize {
-        const POD_UID: &str = "authentication.kubernetes.io/pod-uid";
-        let tokens: std::collections::HashSet<TokenHash> = self
-            .identities
-            .positive_keys_where(|known| {
-                known
-                    .identity
-                    .extra
-                    .get(POD_UID)
-                    .is_some_and(|v| v.iter().any(|u| u == pod_uid))
-            })
-            .into_iter()
-            .collect();
-        if !tokens.is_empty() {
-            self.identities.invalidate_keys(|h| tokens.contains(h));
-            self.decisions
-                .invalidate_keys(|k| tokens.contains(&k.token));
-        }
-        tokens.len()
+    /// Drops the identities and decisions of the tokens bound to the pod `pod_uid` (found by
+    /// scope: a decision whose identity was evicted goes too).
+    pub fn invalidate_pod(&self, pod_uid: &str) {
+        self.invalidate(&Invalidation {
+            pods: [pod_uid.to_string()].into(),
+            ..Default::default()
+        });
     }
 
     /// Drops every cached decision, allows and denials (a ClusterRole or ClusterRoleBinding
     /// changed: it can grant in any namespace). Identities stay.
     pub fn invalidate_decisions(&self) {
         self.decisions.clear();
+    }
+
+    /// Applies a batch of changes in one pass over each cache.
+    pub fn invalidate(&self, batch: &Invalidation) {
+        if batch.all_decisions {
+            self.decisions.clear();
+        }
+        let people: std::collections::HashSet<Scope> = batch
+            .users
+            .iter()
+            .map(|u| user_scope(u))
+            .chain(batch.pods.iter().map(|p| pod_scope(p)))
+            .collect();
+        self.identities.invalidate_scopes(&people);
+        let mut decisions = people;
+        decisions.extend(batch.tenants.iter().map(tenant_scope));
+        self.decisions.invalidate_scopes(&decisions);
     }
 
     /// Drops every cached answer (after the static backend's data changed).
@@ -472,13 +562,20 @@ impl<R: Reviewer> Authorizer<R> {
     }
 
     /// Which watches are up: long TTLs only while they are, for entries stored before too.
+    /// A cached allow is used at most `allowed_ttl` after it was stored while an RBAC watch is
+    /// down, and at most `identity_ttl` while the ServiceAccount (or Pod) watch is: a cached
+    /// allow does not look at the identity again, so it must not outlive what could revoke it.
     pub fn set_watch_health(&self, health: WatchHealth) {
-        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = health;
+        let mut current = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        *current = health;
         let c = &self.settings.cache;
-        self.decisions
-            .set_max_positive_age((!health.rbac).then_some(c.allowed_ttl));
-        self.identities
-            .set_max_positive_age((!health.service_accounts).then_some(c.identity_ttl));
+        let identity_cap = (!health.identities_watched()).then_some(c.identity_ttl);
+        let decision_cap = [(!health.rbac).then_some(c.allowed_ttl), identity_cap]
+            .into_iter()
+            .flatten()
+            .min();
+        self.decisions.set_max_positive_age(decision_cap);
+        self.identities.set_max_positive_age(identity_cap);
     }
 
     pub fn watch_health(&self) -> WatchHealth {
@@ -494,14 +591,15 @@ impl<R: Reviewer> Authorizer<R> {
         }
     }
 
-    /// The identity TTL for a token whose identity is `identity`.
+    /// The identity TTL for `identity`: the long one only for a ServiceAccount whose deletion
+    /// (and, for a pod-bound token, its pod's) the watches see; users of other authenticators
+    /// (OIDC, cloud IAM webhooks) cannot be revoked by any watch.
     fn identity_ttl(&self, identity: &Identity) -> Duration {
         let c = &self.settings.cache;
         let health = self.watch_health();
-        let pod_bound = identity
-            .extra
-            .contains_key("authentication.kubernetes.io/pod-uid");
-        if health.service_accounts && (!pod_bound || health.pods) {
+        let service_account = identity.username.starts_with("system:serviceaccount:");
+        let pod_bound = identity.extra.contains_key(POD_UID_EXTRA);
+        if service_account && health.service_accounts && (!pod_bound || health.pods == Some(true)) {
             c.watched_identity_ttl
         } else {
             c.identity_ttl

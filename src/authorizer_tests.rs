@@ -538,3 +538,78 @@ async fn a_cached_allow_is_for_its_token_tenant_and_action_only() {
         .await;
     assert_eq!(status(&d), 403);
 }
+
+#[test]
+fn only_watched_service_accounts_get_the_long_identity_ttl() {
+    let e = engine();
+    let sa = Identity {
+        username: "system:serviceaccount:showcase:grafana".into(),
+        ..Default::default()
+    };
+    let oidc = Identity {
+        username: "alice@example.com".into(),
+        ..Default::default()
+    };
+    let mut pod_bound = sa.clone();
+    pod_bound
+        .extra
+        .insert(POD_UID_EXTRA.into(), vec!["pod-uid-1".into()]);
+    let c = CacheConfig::default();
+    assert_eq!(e.identity_ttl(&sa), c.identity_ttl, "no watch yet");
+    e.set_watch_health(WatchHealth {
+        rbac: true,
+        service_accounts: true,
+        pods: None,
+    });
+    assert_eq!(e.identity_ttl(&sa), c.watched_identity_ttl);
+    assert_eq!(
+        e.identity_ttl(&oidc),
+        c.identity_ttl,
+        "no watch can revoke it"
+    );
+    assert_eq!(
+        e.identity_ttl(&pod_bound),
+        c.identity_ttl,
+        "pods not watched"
+    );
+    e.set_watch_health(WatchHealth {
+        rbac: true,
+        service_accounts: true,
+        pods: Some(true),
+    });
+    assert_eq!(e.identity_ttl(&pod_bound), c.watched_identity_ttl);
+}
+
+/// A cached allow does not look at the identity again: while the ServiceAccount watch is
+/// down it must not outlive `identity_ttl`, even if the RBAC watches are up.
+#[tokio::test]
+async fn cached_allows_are_bounded_by_identity_ttl_while_the_service_account_watch_is_down() {
+    const SA: &str = "system:serviceaccount:a:grafana";
+    let mut s = settings();
+    s.cache.identity_ttl = Duration::from_millis(80);
+    let e = engine_with(s);
+    e.reviewer().add_token("tok-sa", SA);
+    e.reviewer().grant(SA, "a", Action::Read);
+    let up = WatchHealth {
+        rbac: true,
+        service_accounts: true,
+        pods: None,
+    };
+    e.set_watch_health(up);
+    assert!(e
+        .check(&token("tok-sa"), tenants("a"), Action::Read)
+        .await
+        .is_allowed());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let d = e.check(&token("tok-sa"), tenants("a"), Action::Read).await;
+    assert!(d.cached(), "watches up: the allow lives the watched TTLs");
+    e.set_watch_health(WatchHealth {
+        service_accounts: false,
+        ..up
+    });
+    let d = e.check(&token("tok-sa"), tenants("a"), Action::Read).await;
+    assert!(
+        d.is_allowed() && !d.cached(),
+        "an allow older than identity_ttl was reused"
+    );
+}

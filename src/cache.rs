@@ -59,11 +59,14 @@ impl Scope {
     }
 }
 
+/// The scopes of an answer (e.g. its user, and the pod its token is bound to).
+pub type Scopes = [Option<Scope>; 2];
+
 /// How a tier finds the scopes of a key and of its answers.
 pub struct Scoping<K, P, N> {
     pub key: fn(&K) -> Option<Scope>,
-    pub positive: fn(&P) -> Option<Scope>,
-    pub negative: fn(&N) -> Option<Scope>,
+    pub positive: fn(&P) -> Scopes,
+    pub negative: fn(&N) -> Scopes,
 }
 
 impl<K, P, N> Scoping<K, P, N> {
@@ -71,8 +74,8 @@ impl<K, P, N> Scoping<K, P, N> {
     pub fn none() -> Self {
         Self {
             key: |_| None,
-            positive: |_| None,
-            negative: |_| None,
+            positive: |_| [None, None],
+            negative: |_| [None, None],
         }
     }
 }
@@ -260,11 +263,21 @@ impl Epochs {
 
     /// Marks `scope` (or everything) invalidated as of a new epoch.
     fn invalidate(&self, scope: Option<Scope>) {
-        let epoch = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         match scope {
-            Some(s) => self.stripe(s).fetch_max(epoch, Ordering::SeqCst),
-            None => self.everything.fetch_max(epoch, Ordering::SeqCst),
-        };
+            Some(s) => self.invalidate_all_of([s]),
+            None => {
+                let epoch = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.everything.fetch_max(epoch, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Marks every one of `scopes` invalidated as of one new epoch.
+    fn invalidate_all_of(&self, scopes: impl IntoIterator<Item = Scope>) {
+        let epoch = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        for s in scopes {
+            self.stripe(s).fetch_max(epoch, Ordering::SeqCst);
+        }
     }
 
     /// No invalidation of these scopes, nor of everything, since `since`.
@@ -420,7 +433,8 @@ where
                     let outcome = match load.await {
                         Ok(Ok(positive)) => {
                             let value = positive.value.clone();
-                            let scopes = [key_scope, (self.scoping.positive)(&value)];
+                            let [a, b] = (self.scoping.positive)(&value);
+                            let scopes = [key_scope, a, b];
                             let valid = || {
                                 self.epochs
                                     .unchanged_since(since, scopes.iter().flatten().copied())
@@ -434,7 +448,8 @@ where
                         }
                         Ok(Err(negative)) => {
                             let value = negative.value.clone();
-                            let scopes = [key_scope, (self.scoping.negative)(&value)];
+                            let [a, b] = (self.scoping.negative)(&value);
+                            let scopes = [key_scope, a, b];
                             let valid = || {
                                 self.epochs
                                     .unchanged_since(since, scopes.iter().flatten().copied())
@@ -457,16 +472,26 @@ where
     /// Drops every entry of `scope` (by its key or by its answer, positive or negative); no
     /// load that began before this call stores an answer of that scope after it.
     pub fn invalidate_scope(&self, scope: Scope) {
-        self.epochs.invalidate(Some(scope));
+        self.invalidate_scopes(&std::collections::HashSet::from([scope]));
+    }
+
+    /// [`Tier::invalidate_scope`] for many scopes in one pass over the entries (a burst of
+    /// watch events costs one scan, not one per event).
+    pub fn invalidate_scopes(&self, scopes: &std::collections::HashSet<Scope>) {
+        if scopes.is_empty() {
+            return;
+        }
+        self.epochs.invalidate_all_of(scopes.iter().copied());
         let (key_scope, pos, neg) = (
             self.scoping.key,
             self.scoping.positive,
             self.scoping.negative,
         );
+        let hit = |s: Option<Scope>| s.is_some_and(|s| scopes.contains(&s));
         self.positive
-            .retain(|k, v| key_scope(k) != Some(scope) && pos(v) != Some(scope));
+            .retain(|k, v| !hit(key_scope(k)) && !pos(v).into_iter().any(hit));
         self.negative
-            .retain(|k, v| key_scope(k) != Some(scope) && neg(v) != Some(scope));
+            .retain(|k, v| !hit(key_scope(k)) && !neg(v).into_iter().any(hit));
     }
 
     /// Drops every entry whose key matches; no load in flight now stores its answer.
@@ -487,9 +512,10 @@ where
         self.epochs.current()
     }
 
-    /// Whether `scope` (or everything) was invalidated after `epoch`.
-    pub fn scope_unchanged_since(&self, epoch: u64, scope: Scope) -> bool {
-        self.epochs.unchanged_since(epoch, [scope])
+    /// Whether none of `scopes` (nor everything) was invalidated after `epoch`.
+    pub fn scopes_unchanged_since(&self, epoch: u64, scopes: Scopes) -> bool {
+        self.epochs
+            .unchanged_since(epoch, scopes.into_iter().flatten())
     }
 
     /// Keys of the positive entries whose value matches (e.g. the tokens of one pod).

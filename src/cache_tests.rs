@@ -264,8 +264,8 @@ fn scoped() -> ScopedTier {
         10,
         Scoping {
             key: |k| Some(Scope::of("tenant", k.0)),
-            positive: |user| Some(Scope::of("user", user)),
-            negative: |_| None,
+            positive: |user| [Some(Scope::of("user", user)), None],
+            negative: |_| [None, None],
         },
     )
 }

@@ -157,6 +157,56 @@ pub enum Command {
     /// Read a token on stdin and print its SHA-256, for the static backend's identities.
     /// One trailing newline is ignored; the token itself is never printed.
     HashToken,
+    /// Print what a request would be asked as when its route sets no `action`: the product's
+    /// inferred action and the SubjectAccessReview (e.g. `explain --product loki GET
+    /// /loki/api/v1/delete`).
+    Explain {
+        /// tempo, loki, mimir or pyroscope [default: products.default]
+        #[arg(long, value_name = "PRODUCT")]
+        product: Option<crate::model::Product>,
+        /// HTTP method, e.g. GET, POST
+        method: String,
+        /// Path, with or without a query string
+        path: String,
+    },
+}
+
+/// What `tenant-authz explain` prints: product, normalised path, action, and the SAR asked
+/// for a tenant `<tenant>` (or that the path is an operations endpoint).
+pub fn explain(
+    config: &Config,
+    product: Option<crate::model::Product>,
+    method: &str,
+    path: &str,
+) -> String {
+    use crate::config::SarMapping;
+    let product = product.unwrap_or(config.products.default);
+    let method = method.to_ascii_uppercase();
+    let normalized = crate::ext_authz::normalize_path(path);
+    let table = match config.products.get(product) {
+        Some(section) => &section.actions,
+        None => &config.actions,
+    };
+    let mut out = format!("product  {product}\nrequest  {method} {normalized}\n");
+    match table.infer(&method, &normalized) {
+        None => out.push_str(
+            "action   deny: an operations endpoint, 403 without a review (unless the route sets an action)\n",
+        ),
+        Some(action) => {
+            let (group, resource) = config.products.sar_resource(product, &config.authorization);
+            let verb = config.authorization.verb(action);
+            out.push_str(&format!("action   {action}\n"));
+            out.push_str(&match config.authorization.mapping {
+                SarMapping::Namespace => format!(
+                    "SAR      namespace <tenant>, group {group}, resource {resource}, verb {verb}\n"
+                ),
+                SarMapping::TempoGateway => format!(
+                    "SAR      cluster scope, group {group}, resource <tenant>, name {resource}, verb {verb}\n"
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// The static backend's key for a token read from stdin.
@@ -266,6 +316,29 @@ mod tests {
         ] {
             assert!(help.contains(&expected), "--help lacks {expected}");
         }
+    }
+
+    #[test]
+    fn explain_names_the_product_action_and_sar() {
+        let c = Config::default();
+        let out = explain(
+            &c,
+            Some(crate::model::Product::Loki),
+            "get",
+            "/loki/api/v1//delete?x=1",
+        );
+        assert!(out.contains("product  loki"), "{out}");
+        assert!(out.contains("request  GET /loki/api/v1/delete"), "{out}");
+        assert!(out.contains("action   manage"), "{out}");
+        assert!(
+            out.contains("group loki.grafana.com, resource logs, verb update"),
+            "{out}"
+        );
+        let out = explain(&c, None, "GET", "/status/overrides");
+        assert!(
+            out.contains("product  tempo") && out.contains("deny"),
+            "{out}"
+        );
     }
 
     #[test]

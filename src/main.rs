@@ -18,6 +18,18 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = cli.load().context("invalid configuration")?;
+    if let Some(Command::Explain {
+        product,
+        method,
+        path,
+    }) = &cli.command
+    {
+        print!(
+            "{}",
+            tenant_authz::cli::explain(&config, *product, method, path)
+        );
+        return Ok(());
+    }
     if cli.print_config {
         print!("{}", serde_yaml_ng::to_string(&config)?);
         return Ok(());

@@ -314,6 +314,7 @@ pub enum DenyReason {
     Forbidden {
         user: String,
         tenant: Tenant,
+        product: Product,
         action: Action,
         /// What would grant it, in the backend's terms.
         remedy: String,
@@ -398,13 +399,15 @@ impl fmt::Display for DenyReason {
             DenyReason::Forbidden {
                 user,
                 tenant,
+                product,
                 action,
                 remedy,
                 detail,
             } => {
                 write!(
                     f,
-                    "user {user:?} may not {action} traces of tenant \"{tenant}\": {remedy}"
+                    "user {user:?} may not {action} {} of tenant \"{tenant}\": {remedy}",
+                    product.data()
                 )?;
                 if let Some(d) = detail.as_deref().filter(|d| !d.is_empty()) {
                     write!(f, " ({d})")?;

@@ -71,7 +71,8 @@ pub async fn start(
                 client,
                 config.kubernetes.audiences.clone(),
                 config.authorization.clone(),
-            );
+            )
+            .with_products(&config.products);
             let probe = reviewer.clone();
             start_with(config, reviewer, shutdown, move |started| {
                 tokio::spawn(ignore_sighup());
@@ -229,11 +230,7 @@ pub async fn start_with<R: Reviewer>(
     registry.register_collector(Box::new(CacheSizeCollector::new(move || {
         sizes.cache_sizes()
     })));
-    let parser = RequestParser::new(
-        config.tenant_header.clone(),
-        config.max_token_bytes,
-        config.actions.clone(),
-    );
+    let parser = RequestParser::from_config(&config);
     let service = CheckService::new(authorizer, parser, metrics, &config.tenant_header);
 
     let readiness = Arc::new(Readiness::default());

@@ -58,6 +58,7 @@ fn readme_documents_every_config_field() {
             users: vec!["u".into()],
             groups: vec![],
             tenants: vec!["*".into()],
+            products: vec![],
             actions: vec![],
         });
     let yaml = serde_yaml_ng::to_value(&config).unwrap();

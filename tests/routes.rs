@@ -282,3 +282,29 @@ fn unknown_or_unserved_product_is_a_named_configuration_error() {
         Ok(_) => panic!("a Loki request was accepted by a Tempo-only parser"),
     }
 }
+
+#[test]
+fn tenant_kit_roles_for_logs_and_metrics_grant_what_the_presets_ask() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/tenants/logs-and-metrics"
+    );
+    for (file, product, verb) in [
+        ("role-loki-logs-reader.yaml", Product::Loki, "get"),
+        ("role-loki-logs-writer.yaml", Product::Loki, "create"),
+        ("role-mimir-metrics-reader.yaml", Product::Mimir, "get"),
+        ("role-mimir-metrics-writer.yaml", Product::Mimir, "create"),
+    ] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        let role: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let rule = &role["rules"][0];
+        let preset = routes::preset(product);
+        assert_eq!(rule["apiGroups"][0].as_str(), Some(preset.group), "{file}");
+        assert_eq!(
+            rule["resources"][0].as_str(),
+            Some(preset.resource),
+            "{file}"
+        );
+        assert_eq!(rule["verbs"][0].as_str(), Some(verb), "{file}");
+    }
+}

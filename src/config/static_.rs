@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Action;
+use crate::model::{Action, Product};
 
 /// The static backend's data: who a token is (by SHA-256, never the token), and what they
 /// may do.
@@ -38,5 +38,9 @@ pub struct StaticGrant {
     pub groups: Vec<String>,
     /// Namespace names, or `*` for every tenant.
     pub tenants: Vec<String>,
+    /// Products the grant applies to (`tempo`, `loki`, `mimir`, `pyroscope`); empty or
+    /// absent: every product.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub products: Vec<Product>,
     pub actions: Vec<Action>,
 }

@@ -63,7 +63,9 @@ impl<R: Reviewer> CheckService<R> {
             Ok(p) => {
                 // A panic must still be a denied CheckResponse: as a gRPC error it would hand
                 // the decision to Envoy's failure_mode_allow.
-                let check = self.authorizer.check(&p.token, p.tenants, p.action);
+                let check = self
+                    .authorizer
+                    .check_in(&p.token, p.tenants, p.product, p.action);
                 match AssertUnwindSafe(check).catch_unwind().await {
                     Ok(decision) => decision,
                     Err(_) => {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
-use crate::model::{Action, BearerToken, Identity, Tenant, TokenHash};
+use crate::model::{Action, BearerToken, Identity, Product, Tenant, TokenHash};
 
 #[derive(Default)]
 pub struct MemoryReviewer {
@@ -95,6 +95,7 @@ impl Reviewer for MemoryReviewer {
         &self,
         identity: &Identity,
         tenant: &Tenant,
+        _product: Product,
         action: Action,
     ) -> Result<Authorization, ReviewError> {
         self.access_reviews.fetch_add(1, Ordering::SeqCst);
@@ -107,7 +108,7 @@ impl Reviewer for MemoryReviewer {
         })
     }
 
-    fn remedy(&self, tenant: &Tenant, action: Action) -> String {
+    fn remedy(&self, tenant: &Tenant, _product: Product, action: Action) -> String {
         format!("grant {action} on \"{tenant}\"")
     }
 }

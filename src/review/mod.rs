@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::model::{Action, BearerToken, Identity, Tenant};
+use crate::model::{Action, BearerToken, Identity, Product, Tenant};
 
 pub mod kube;
 pub mod memory;
@@ -80,13 +80,16 @@ pub trait Reviewer: Send + Sync + 'static {
         token: &BearerToken,
     ) -> impl Future<Output = Result<Authentication, ReviewError>> + Send;
 
+    /// May `identity` do `action` on `tenant`'s data in `product` (traces, logs, ...)?
     fn authorize(
         &self,
         identity: &Identity,
         tenant: &Tenant,
+        product: Product,
         action: Action,
     ) -> impl Future<Output = Result<Authorization, ReviewError>> + Send;
 
-    /// What would allow `action` on `tenant`, in this backend's terms, for the 403 message.
-    fn remedy(&self, tenant: &Tenant, action: Action) -> String;
+    /// What would allow `action` on `tenant` in `product`, in this backend's terms, for the
+    /// 403 message.
+    fn remedy(&self, tenant: &Tenant, product: Product, action: Action) -> String;
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use super::{Authentication, Authorization, ReviewError, Reviewer};
 use crate::config::StaticConfig;
-use crate::model::{Action, BearerToken, Identity, Tenant, TokenHash};
+use crate::model::{Action, BearerToken, Identity, Product, Tenant, TokenHash};
 
 /// Identities and grants, compiled for lookups.
 #[derive(Debug, Default)]
@@ -21,11 +21,19 @@ struct Grant {
     groups: Vec<String>,
     /// `None`: every tenant.
     tenants: Option<Vec<String>>,
+    /// Empty: every product.
+    products: Vec<Product>,
     actions: Vec<Action>,
 }
 
 impl Grant {
-    fn allows(&self, identity: &Identity, tenant: &Tenant, action: Action) -> bool {
+    fn allows(
+        &self,
+        identity: &Identity,
+        tenant: &Tenant,
+        product: Product,
+        action: Action,
+    ) -> bool {
         let subject = self.users.contains(&identity.username)
             || self
                 .groups
@@ -35,7 +43,8 @@ impl Grant {
             .tenants
             .as_ref()
             .is_none_or(|ts| ts.iter().any(|t| t == tenant.as_str()));
-        subject && tenant_ok && self.actions.contains(&action)
+        let product_ok = self.products.is_empty() || self.products.contains(&product);
+        subject && tenant_ok && product_ok && self.actions.contains(&action)
     }
 }
 
@@ -76,6 +85,7 @@ impl Data {
                 users: g.users.clone(),
                 groups: g.groups.clone(),
                 tenants: (!g.tenants.iter().any(|t| t == "*")).then(|| g.tenants.clone()),
+                products: g.products.clone(),
                 actions: g.actions.clone(),
             })
             .collect();
@@ -125,6 +135,7 @@ impl Reviewer for Arc<StaticReviewer> {
         &self,
         identity: &Identity,
         tenant: &Tenant,
+        product: Product,
         action: Action,
     ) -> Result<Authorization, ReviewError> {
         let data = self.snapshot();
@@ -132,7 +143,7 @@ impl Reviewer for Arc<StaticReviewer> {
             if data
                 .grants
                 .iter()
-                .any(|g| g.allows(identity, tenant, action))
+                .any(|g| g.allows(identity, tenant, product, action))
             {
                 Authorization::Allowed
             } else {
@@ -141,10 +152,16 @@ impl Reviewer for Arc<StaticReviewer> {
         )
     }
 
-    fn remedy(&self, tenant: &Tenant, action: Action) -> String {
-        format!(
-            "add a grant with action {action} on tenant \"{tenant}\" to the static backend's config"
-        )
+    fn remedy(&self, tenant: &Tenant, product: Product, action: Action) -> String {
+        match product {
+            // Tempo's wording is unchanged from before there were products.
+            Product::Tempo => format!(
+                "add a grant with action {action} on tenant \"{tenant}\" to the static backend's config"
+            ),
+            _ => format!(
+                "add a grant with action {action} on tenant \"{tenant}\" for product {product} to the static backend's config"
+            ),
+        }
     }
 }
 
@@ -165,12 +182,14 @@ mod tests {
                     users: vec![],
                     groups: vec!["team".into()],
                     tenants: vec!["a".into()],
+                    products: vec![],
                     actions: vec![Action::Read],
                 },
                 StaticGrant {
                     users: vec!["alice".into()],
                     groups: vec![],
                     tenants: vec!["*".into()],
+                    products: vec![Product::Tempo],
                     actions: vec![Action::Write],
                 },
             ],
@@ -210,13 +229,35 @@ mod tests {
             ..Default::default()
         };
         let allowed = |r: Result<Authorization, ReviewError>| r == Ok(Authorization::Allowed);
-        assert!(allowed(r.authorize(&bob, &t("a"), Action::Read).await));
-        assert!(!allowed(r.authorize(&bob, &t("b"), Action::Read).await));
-        assert!(!allowed(r.authorize(&bob, &t("a"), Action::Write).await));
         assert!(allowed(
-            r.authorize(&alice, &t("anything"), Action::Write).await
+            r.authorize(&bob, &t("a"), Product::Tempo, Action::Read)
+                .await
         ));
-        assert!(!allowed(r.authorize(&alice, &t("b"), Action::Manage).await));
+        assert!(!allowed(
+            r.authorize(&bob, &t("b"), Product::Tempo, Action::Read)
+                .await
+        ));
+        assert!(!allowed(
+            r.authorize(&bob, &t("a"), Product::Tempo, Action::Write)
+                .await
+        ));
+        assert!(allowed(
+            r.authorize(&alice, &t("anything"), Product::Tempo, Action::Write)
+                .await
+        ));
+        assert!(!allowed(
+            r.authorize(&alice, &t("b"), Product::Tempo, Action::Manage)
+                .await
+        ));
+        // A grant without products applies to every product; one naming products, to those.
+        assert!(allowed(
+            r.authorize(&bob, &t("a"), Product::Loki, Action::Read)
+                .await
+        ));
+        assert!(!allowed(
+            r.authorize(&alice, &t("anything"), Product::Loki, Action::Write)
+                .await
+        ));
     }
 
     #[tokio::test]

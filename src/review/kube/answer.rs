@@ -116,24 +116,24 @@ fn invalid(kind: ReviewKind, message: impl Into<String>) -> ReviewError {
     }
 }
 
-/// `kind` and `apiVersion`, when present, must name what was asked for: a proxy that answers
-/// with another object (a `Status` with HTTP 200, a list) is not answering the review.
+/// `kind` and `apiVersion` must name what was asked for (the API server always sends both): a
+/// proxy that answers with another object (a `Status` with HTTP 200, a list, `{}`) is not
+/// answering the review.
 fn check_type(
     kind: ReviewKind,
     found_kind: Option<&str>,
     found_version: Option<&str>,
-    want_kind: &str,
-    want_version: &str,
+    want: (&str, &str),
+    token: Option<&BearerToken>,
 ) -> Result<(), ReviewError> {
-    if found_kind.is_some_and(|k| k != want_kind)
-        || found_version.is_some_and(|v| v != want_version)
-    {
+    let (want_kind, want_version) = want;
+    if found_kind != Some(want_kind) || found_version != Some(want_version) {
         return Err(invalid(
             kind,
             format!(
                 "expected a {want_version} {want_kind}, got {} {}",
-                SafeText::from(found_version.unwrap_or("?"), None),
-                SafeText::from(found_kind.unwrap_or("?"), None),
+                SafeText::from(found_version.unwrap_or("(no apiVersion)"), token),
+                SafeText::from(found_kind.unwrap_or("(no kind)"), token),
             ),
         ));
     }
@@ -202,8 +202,8 @@ pub fn token_review_answer(
         kind,
         answer.kind.as_deref(),
         answer.api_version.as_deref(),
-        "TokenReview",
-        "authentication.k8s.io/v1",
+        ("TokenReview", "authentication.k8s.io/v1"),
+        Some(token),
     )?;
     let status = answer
         .status
@@ -246,10 +246,18 @@ fn identity(user: UserInfo, token: &BearerToken) -> Result<Identity, ReviewError
         groups: user.groups.unwrap_or_default(),
         extra: user.extra.unwrap_or_default(),
     };
-    if identity.username.is_empty() {
+    if identity.username.trim().is_empty() {
         return Err(invalid(
             kind,
             "authenticated: true without a user name is not an identity",
+        ));
+    }
+    // The name reaches log lines and 403 bodies: no invisible or direction-changing characters
+    // that could make one name look like another or forge a line.
+    if identity.username.chars().any(is_invisible) {
+        return Err(invalid(
+            kind,
+            "the user name has invisible or bidirectional-control characters",
         ));
     }
     if identity.groups.len() > MAX_USER_ITEMS || identity.extra.len() > MAX_USER_ITEMS {
@@ -292,6 +300,13 @@ fn identity(user: UserInfo, token: &BearerToken) -> Result<Identity, ReviewError
     Ok(identity)
 }
 
+/// Unicode format characters that render as nothing or reorder text (zero-width spaces and
+/// joiners, bidirectional marks, embeddings, overrides and isolates, the BOM).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}' | '\u{061C}' | '\u{180E}')
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SarAnswer {
@@ -322,8 +337,8 @@ pub fn sar_answer(status: u16, body: &[u8]) -> Result<Authorization, ReviewError
         kind,
         answer.kind.as_deref(),
         answer.api_version.as_deref(),
-        "SubjectAccessReview",
-        "authorization.k8s.io/v1",
+        ("SubjectAccessReview", "authorization.k8s.io/v1"),
+        None,
     )?;
     let status = answer
         .status

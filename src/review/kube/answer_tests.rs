@@ -98,7 +98,12 @@ fn without_requested_audiences_the_api_servers_own_is_accepted() {
 
 #[test]
 fn authenticated_without_a_user_name_is_not_an_identity() {
-    for user in [json!({}), json!({"username": ""}), Value::Null] {
+    for user in [
+        json!({}),
+        json!({"username": ""}),
+        json!({"username": "  "}),
+        Value::Null,
+    ] {
         let body =
             token_review(json!({"authenticated": true, "user": user, "audiences": ["tempo"]}));
         let err = token_review_answer(201, &body, &token(), &tempo()).unwrap_err();
@@ -133,6 +138,8 @@ fn a_user_that_quotes_the_token_or_has_control_characters_is_refused() {
         json!({"username": format!("x{TOKEN}")}),
         json!({"username": format!("system:serviceaccount:x:{}", &TOKEN[20..32])}),
         json!({"username": "u\nlevel=INFO forged"}),
+        json!({"username": "system:serviceaccount:showcase:\u{202E}anafarg"}),
+        json!({"username": "admin\u{200B}"}),
         json!({"username": "u", "groups": ["a\u{7}"]}),
     ] {
         let body =
@@ -306,6 +313,12 @@ fn sar_without_allowed_or_status_or_of_the_wrong_kind_fails_closed() {
         sar(json!({})),
         sar(json!({"denied": false})),
         sar(json!({"allowed": "true"})),
+        json!({"status": {"allowed": true}})
+            .to_string()
+            .into_bytes(),
+        json!({"kind": "SubjectAccessReview", "status": {"allowed": true}})
+            .to_string()
+            .into_bytes(),
         json!({"kind": "SubjectAccessReview", "apiVersion": "authorization.k8s.io/v1"})
             .to_string()
             .into_bytes(),
@@ -343,6 +356,12 @@ fn unknown_fields_are_ignored() {
         json!({"authenticated": true, "user": sa_user(), "audiences": ["tempo"], "new": 1}),
     );
     assert!(token_review_answer(201, &body, &token(), &tempo()).is_ok());
+    // A kind that quotes the token is reported without it.
+    let body = json!({"kind": TOKEN, "apiVersion": "v1", "status": {"authenticated": true}})
+        .to_string()
+        .into_bytes();
+    let err = token_review_answer(201, &body, &token(), &tempo()).unwrap_err();
+    assert_no_token(&err.to_string());
 }
 
 #[test]

@@ -11,8 +11,8 @@ use super::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
 
 pub mod answer;
 pub mod watch;
-use crate::config::{SarConfig, SarMapping};
-use crate::model::{Action, BearerToken, Identity, Tenant};
+use crate::config::{ProductsConfig, SarConfig, SarMapping};
+use crate::model::{Action, BearerToken, Identity, Product, Tenant};
 pub use answer::{sar_answer, token_review_answer};
 
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -25,15 +25,38 @@ pub struct KubeReviewer {
     client: Client,
     audiences: Vec<String>,
     sar: SarConfig,
+    /// (group, resource) per product, by `Product::index`: Tempo's from `sar`.
+    resources: std::sync::Arc<[(String, String); Product::ALL.len()]>,
 }
 
 impl KubeReviewer {
     pub fn new(client: Client, audiences: Vec<String>, sar: SarConfig) -> Self {
+        let products = ProductsConfig::default();
+        let resources = Product::ALL.map(|p| {
+            let (group, resource) = products.sar_resource(p, &sar);
+            (group.to_string(), resource.to_string())
+        });
         Self {
             client,
             audiences,
             sar,
+            resources: std::sync::Arc::new(resources),
         }
+    }
+
+    /// The SAR group and resource of each product other than Tempo (`products.*`).
+    pub fn with_products(mut self, products: &ProductsConfig) -> Self {
+        let resources = Product::ALL.map(|p| {
+            let (group, resource) = products.sar_resource(p, &self.sar);
+            (group.to_string(), resource.to_string())
+        });
+        self.resources = std::sync::Arc::new(resources);
+        self
+    }
+
+    fn group_resource(&self, product: Product) -> (&str, &str) {
+        let (g, r) = &self.resources[product.index()];
+        (g, r)
     }
 
     /// Whether the API server answers at all (`GET /version`), for readiness.
@@ -65,22 +88,28 @@ async fn read_bounded(body: kube::client::Body, limit: usize) -> Result<Option<V
 
 impl KubeReviewer {
     /// What the SAR asks about, by the configured mapping.
-    fn resource_attributes(&self, tenant: &Tenant, action: Action) -> ResourceAttributes {
+    fn resource_attributes(
+        &self,
+        tenant: &Tenant,
+        product: Product,
+        action: Action,
+    ) -> ResourceAttributes {
         let verb = Some(self.sar.verb(action).to_string());
-        let group = Some(self.sar.group.clone());
+        let (group, resource) = self.group_resource(product);
+        let group = Some(group.to_string());
         match self.sar.mapping {
             SarMapping::Namespace => ResourceAttributes {
                 namespace: Some(tenant.to_string()),
                 verb,
                 group,
-                resource: Some(self.sar.resource.clone()),
+                resource: Some(resource.to_string()),
                 ..Default::default()
             },
             SarMapping::TempoGateway => ResourceAttributes {
                 verb,
                 group,
                 resource: Some(tenant.to_string()),
-                name: Some(self.sar.resource.clone()),
+                name: Some(resource.to_string()),
                 ..Default::default()
             },
         }
@@ -155,12 +184,13 @@ impl Reviewer for KubeReviewer {
         &self,
         identity: &Identity,
         tenant: &Tenant,
+        product: Product,
         action: Action,
     ) -> Result<Authorization, ReviewError> {
         let kind = ReviewKind::SubjectAccessReview;
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
-                resource_attributes: Some(self.resource_attributes(tenant, action)),
+                resource_attributes: Some(self.resource_attributes(tenant, product, action)),
                 user: Some(identity.username.clone()),
                 uid: (!identity.uid.is_empty()).then(|| identity.uid.clone()),
                 groups: Some(identity.groups.clone()),
@@ -177,19 +207,22 @@ impl Reviewer for KubeReviewer {
         answer::sar_answer(status, &answer)
     }
 
-    fn remedy(&self, tenant: &Tenant, action: Action) -> String {
+    fn remedy(&self, tenant: &Tenant, product: Product, action: Action) -> String {
+        let (group, resource) = self.group_resource(product);
         match self.sar.mapping {
             SarMapping::Namespace => format!(
                 "grant verb {:?} on {} in namespace \"{tenant}\" with a Role and RoleBinding",
                 self.sar.verb(action),
-                self.sar.resource_display()
+                if group.is_empty() {
+                    resource.to_string()
+                } else {
+                    format!("{resource}.{group}")
+                }
             ),
             SarMapping::TempoGateway => format!(
-                "grant verb {:?} on resource \"{tenant}\" (resourceNames: [{}]) in API group {} \
+                "grant verb {:?} on resource \"{tenant}\" (resourceNames: [{resource}]) in API group {group} \
                  with a ClusterRole and ClusterRoleBinding",
                 self.sar.verb(action),
-                self.sar.resource,
-                self.sar.group
             ),
         }
     }

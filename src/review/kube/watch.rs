@@ -30,10 +30,11 @@ use kube::runtime::watcher::watcher;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::admin::Readiness;
-use crate::authorizer::{Invalidate, WatchHealth};
+use crate::authorizer::{Invalidate, Invalidation, WatchHealth};
 use crate::metrics::Metrics;
 use crate::model::Tenant;
 
@@ -124,72 +125,107 @@ pub enum Effect {
 /// What the watches know: per object its `(resourceVersion, uid)`.
 type Seen = HashMap<ObjectKey, (String, String)>;
 
-/// The watches, shared by their tasks: health per resource, the invalidation target.
+/// How long after a change its invalidation is applied a second time. The watch event comes
+/// from the API server's watch cache; the SAR that follows may be answered by an API server
+/// (or from an authorizer cache) that has not applied the change yet, and would put the old
+/// answer back for the long TTL. A second pass after this long drops such an answer.
+pub const SECOND_PASS: Duration = Duration::from_secs(3);
+
+/// The watches, shared by their tasks: health per resource, the invalidation target, and the
+/// changes waiting to be applied.
 struct Shared {
     target: Arc<dyn Invalidate>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     up: Mutex<HashMap<Watched, bool>>,
+    pending: Mutex<Invalidation>,
+    wake: Notify,
 }
 
 impl Shared {
+    /// Queues what `effect` drops; the flusher applies it at once, batched with whatever else
+    /// arrived meanwhile (a burst of 1 000 events costs a few passes over the caches, not 1 000).
     fn apply(&self, watched: Watched, effect: Effect) {
-        let scope = match &effect {
-            Effect::Nothing => return,
-            Effect::Tenant(t) => {
-                self.target.invalidate_tenant(t);
-                "tenant"
-            }
-            Effect::AllDecisions => {
-                self.target.invalidate_decisions();
-                "all_decisions"
-            }
-            Effect::User(u) => {
-                self.target.invalidate_user(u);
-                "user"
-            }
-            Effect::Pod(uid) => {
-                self.target.invalidate_pod(uid);
-                "pod"
+        let scope = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match effect {
+                Effect::Nothing => return,
+                Effect::Tenant(t) => {
+                    pending.tenants.insert(t);
+                    "tenant"
+                }
+                Effect::AllDecisions => {
+                    pending.all_decisions = true;
+                    "all_decisions"
+                }
+                Effect::User(u) => {
+                    pending.users.insert(u);
+                    "user"
+                }
+                Effect::Pod(uid) => {
+                    pending.pods.insert(uid);
+                    "pod"
+                }
             }
         };
-        tracing::debug!(resource = watched.as_str(), scope, "watch: invalidated");
+        tracing::debug!(resource = watched.as_str(), scope, "watch: invalidating");
         self.metrics.invalidated(scope);
+        self.wake.notify_one();
+    }
+
+    /// Applies queued invalidations as they come, and each batch again after [`SECOND_PASS`].
+    async fn flush(self: Arc<Self>) {
+        loop {
+            self.wake.notified().await;
+            let batch =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            if batch.is_empty() {
+                continue;
+            }
+            self.target.invalidate(&batch);
+            let target = self.target.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SECOND_PASS).await;
+                target.invalidate(&batch);
+            });
+        }
     }
 
     fn set_up(&self, watched: Watched, up: bool) {
-        let health = {
-            let mut all = self.up.lock().unwrap_or_else(|p| p.into_inner());
-            if all.insert(watched, up) == Some(up) {
-                return;
-            }
-            let mut down: Vec<&str> = all
-                .iter()
-                .filter(|(_, up)| !**up)
-                .map(|(w, _)| w.as_str())
-                .collect();
-            down.sort_unstable();
-            self.readiness.set_note((!down.is_empty()).then(|| {
-                format!(
-                    "watches not synced or down: {}; short cache TTLs until they are",
-                    down.join(", ")
-                )
-            }));
-            let is_up = |w: Watched| all.get(&w).copied().unwrap_or(false);
-            WatchHealth {
-                rbac: [
-                    Watched::Roles,
-                    Watched::RoleBindings,
-                    Watched::ClusterRoles,
-                    Watched::ClusterRoleBindings,
-                    Watched::Namespaces,
-                ]
-                .into_iter()
-                .all(is_up),
-                service_accounts: is_up(Watched::ServiceAccounts),
-                pods: is_up(Watched::Pods),
-            }
+        // Computed and published under one lock, so two watches changing at once cannot
+        // publish their views out of order.
+        let mut all = self.up.lock().unwrap_or_else(|p| p.into_inner());
+        if all.insert(watched, up) == Some(up) {
+            return;
+        }
+        let mut down: Vec<&str> = all
+            .iter()
+            .filter(|(_, up)| !**up)
+            .map(|(w, _)| w.as_str())
+            .collect();
+        down.sort_unstable();
+        self.readiness.set_note((!down.is_empty()).then(|| {
+            format!(
+                "watches not synced or down: {}; short cache TTLs until they are",
+                down.join(", ")
+            )
+        }));
+        let is_up = |w: Watched| all.get(&w).copied().unwrap_or(false);
+        let health = WatchHealth {
+            rbac: [
+                Watched::Roles,
+                Watched::RoleBindings,
+                Watched::ClusterRoles,
+                Watched::ClusterRoleBindings,
+                Watched::Namespaces,
+            ]
+            .into_iter()
+            .all(is_up),
+            service_accounts: is_up(Watched::ServiceAccounts),
+            pods: all.get(&Watched::Pods).copied(),
         };
+        self.target.set_watch_health(health);
+        drop(all);
         self.metrics.watch_up(watched.as_str(), up);
         if up {
             tracing::info!(resource = watched.as_str(), "watch synced");
@@ -199,7 +235,6 @@ impl Shared {
                 "watch down: short TTLs until it is back"
             );
         }
-        self.target.set_watch_health(health);
     }
 }
 
@@ -227,24 +262,25 @@ pub fn spawn(
         metrics,
         readiness,
         up: Mutex::new(watched.iter().map(|w| (*w, false)).collect()),
+        pending: Mutex::new(Invalidation::default()),
+        wake: Notify::new(),
     });
-    watched
-        .into_iter()
-        .map(|w| {
-            let (c, s) = (client.clone(), shared.clone());
-            match w {
-                Watched::Roles => tokio::spawn(run::<Role>(Api::all(c), w, s)),
-                Watched::RoleBindings => tokio::spawn(run::<RoleBinding>(Api::all(c), w, s)),
-                Watched::ClusterRoles => tokio::spawn(run::<ClusterRole>(Api::all(c), w, s)),
-                Watched::ClusterRoleBindings => {
-                    tokio::spawn(run::<ClusterRoleBinding>(Api::all(c), w, s))
-                }
-                Watched::Namespaces => tokio::spawn(run::<Namespace>(Api::all(c), w, s)),
-                Watched::ServiceAccounts => tokio::spawn(run::<ServiceAccount>(Api::all(c), w, s)),
-                Watched::Pods => tokio::spawn(run::<Pod>(Api::all(c), w, s)),
+    let mut tasks = vec![tokio::spawn(shared.clone().flush())];
+    tasks.extend(watched.into_iter().map(|w| {
+        let (c, s) = (client.clone(), shared.clone());
+        match w {
+            Watched::Roles => tokio::spawn(run::<Role>(Api::all(c), w, s)),
+            Watched::RoleBindings => tokio::spawn(run::<RoleBinding>(Api::all(c), w, s)),
+            Watched::ClusterRoles => tokio::spawn(run::<ClusterRole>(Api::all(c), w, s)),
+            Watched::ClusterRoleBindings => {
+                tokio::spawn(run::<ClusterRoleBinding>(Api::all(c), w, s))
             }
-        })
-        .collect()
+            Watched::Namespaces => tokio::spawn(run::<Namespace>(Api::all(c), w, s)),
+            Watched::ServiceAccounts => tokio::spawn(run::<ServiceAccount>(Api::all(c), w, s)),
+            Watched::Pods => tokio::spawn(run::<Pod>(Api::all(c), w, s)),
+        }
+    }));
+    tasks
 }
 
 fn key_of<K: Resource>(obj: &PartialObjectMeta<K>) -> ObjectKey {
@@ -291,6 +327,10 @@ where
 {
     const FIRST_RETRY: Duration = Duration::from_millis(250);
     const LONGEST_RETRY: Duration = Duration::from_secs(30);
+    // The backoff starts over only after a watch stayed up this long: one that fails right
+    // after each list (e.g. `list` granted but not `watch`) must not relist 4 times a second.
+    const STABLE: Duration = Duration::from_secs(60);
+    let mut synced_at: Option<tokio::time::Instant> = None;
     let mut seen: Seen = HashMap::new();
     let mut synced = false;
     let mut retry = FIRST_RETRY;
@@ -322,7 +362,7 @@ where
                     }
                     seen = fresh;
                     synced = true;
-                    retry = FIRST_RETRY;
+                    synced_at = Some(tokio::time::Instant::now());
                     shared.set_up(watched, true);
                     "synced"
                 }
@@ -353,6 +393,9 @@ where
             shared.metrics.watch_event(watched.as_str(), kind);
         }
         shared.set_up(watched, false);
+        if synced_at.take().is_some_and(|at| at.elapsed() >= STABLE) {
+            retry = FIRST_RETRY;
+        }
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(LONGEST_RETRY);
     }
