@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tenant_authz::config::{Backend, Config, StaticConfig};
-use tenant_authz::model::{Action, BearerToken, Identity, Tenant};
+use tenant_authz::model::{Action, BearerToken, Identity, Product, Tenant};
 use tenant_authz::review::static_::StaticReviewer;
 use tenant_authz::review::{Authentication, Authorization, Reviewer};
 
@@ -99,14 +99,18 @@ fn check_static(reviewer: &Arc<StaticReviewer>, s: &StaticConfig) {
     tenants.push(Tenant::parse("zz-not-named").expect("a namespace name"));
     for subject in &subjects {
         for tenant in &tenants {
-            for action in [Action::Read, Action::Write, Action::Manage] {
+            for (product, action) in Product::ALL
+                .into_iter()
+                .flat_map(|p| [Action::Read, Action::Write, Action::Manage].map(|a| (p, a)))
+            {
                 let want = s.grants.iter().any(|g| {
                     (g.users.contains(&subject.username)
                         || g.groups.iter().any(|x| subject.groups.contains(x)))
                         && g.tenants.iter().any(|t| t == "*" || t == tenant.as_str())
+                        && (g.products.is_empty() || g.products.contains(&product))
                         && g.actions.contains(&action)
                 });
-                let got = ready(reviewer.authorize(subject, tenant, action));
+                let got = ready(reviewer.authorize(subject, tenant, product, action));
                 let allowed = match got {
                     Ok(Authorization::Allowed) => true,
                     Ok(Authorization::Denied { .. }) => false,
@@ -114,7 +118,7 @@ fn check_static(reviewer: &Arc<StaticReviewer>, s: &StaticConfig) {
                 };
                 assert_eq!(
                     allowed, want,
-                    "{subject:?} {action} on {tenant}: the file says {want}"
+                    "{subject:?} {action} on {product} {tenant}: the file says {want}"
                 );
             }
         }
