@@ -306,7 +306,7 @@ impl<R: Reviewer> Authorizer<R> {
         product: Product,
         action: Action,
     ) -> Option<Result<Arc<str>, Arc<DenyReason>>> {
-        let mut user = None;
+        let mut principal = None;
         let mut complete = true;
         for tenant in tenants.iter() {
             let key = DecisionKey {
@@ -316,14 +316,14 @@ impl<R: Reviewer> Authorizer<R> {
                 action,
             };
             match self.decisions.get_cached(&key) {
-                Some(Ok(p)) => user = Some(p.user.clone()),
+                Some(Ok(p)) => principal = Some(p),
                 // A cached denial of any tenant answers, whatever the others are.
                 Some(Err(reason)) => return Some(Err(reason)),
                 None => complete = false,
             }
         }
         if complete {
-            user.map(Ok)
+            principal.map(|p| Ok(p.user.clone()))
         } else {
             None
         }

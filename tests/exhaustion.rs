@@ -7,27 +7,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::authz::{check_request, http_status, AuthzProcess};
+use support::authz::{read_on_port, AuthzProcess};
 use support::fake_kube::{FakeKube, FakeUser, Fault, ReviewKind, Subject};
 
 const KNOWN: &str = "token-known-user-0123456789abcdef";
 const USER: &str = "system:serviceaccount:showcase:grafana";
 
 async fn status(authz: &AuthzProcess, token: &str, tenants: &str) -> u16 {
-    let auth = format!("Bearer {token}");
-    let r = authz
-        .client()
-        .await
-        .check(check_request(
-            "GET",
-            "/api/search",
-            &[("x-scope-orgid", tenants), ("authorization", &auth)],
-            Some("read"),
-        ))
-        .await
-        .expect("Check must never be a gRPC error")
-        .into_inner();
-    http_status(&r)
+    authz.read_as(token, tenants).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,12 +55,8 @@ async fn flood_of_unknown_tokens_does_not_starve_known_users() {
         .map(|i| {
             let port = authz.grpc_port;
             tokio::spawn(async move {
-                status_at(
-                    port,
-                    &format!("garbage-token-{i:04}-0123456789abcdef"),
-                    "showcase",
-                )
-                .await
+                let token = format!("garbage-token-{i:04}-0123456789abcdef");
+                read_on_port(port, &token, "showcase").await.0
             })
         })
         .collect();
@@ -102,23 +85,4 @@ async fn flood_of_unknown_tokens_does_not_starve_known_users() {
     for f in flood {
         assert_eq!(f.await.expect("flood task"), 503);
     }
-}
-
-/// A connection of its own to tenant-authz's gRPC port, for spawned tasks.
-async fn status_at(grpc_port: u16, token: &str, tenants: &str) -> u16 {
-    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-    let auth = format!("Bearer {token}");
-    let r = AuthorizationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
-        .await
-        .expect("connect to tenant-authz")
-        .check(check_request(
-            "GET",
-            "/api/search",
-            &[("x-scope-orgid", tenants), ("authorization", &auth)],
-            Some("read"),
-        ))
-        .await
-        .expect("Check must never be a gRPC error")
-        .into_inner();
-    http_status(&r)
 }

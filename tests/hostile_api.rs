@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::authz::{check_request, denied_body, http_status, AuthzProcess};
+use support::authz::{check_request, http_status, AuthzProcess};
 use support::fake_kube::{FakeKube, FakeUser, ReviewKind, Scripted, Subject, DEFAULT_AUDIENCE};
 
 /// Looks like a projected ServiceAccount token, so every 12-character piece is distinctive.
@@ -25,20 +25,7 @@ async fn fake() -> FakeKube {
 }
 
 async fn read(authz: &AuthzProcess, tenant: &str) -> (u16, String) {
-    let auth = format!("Bearer {TOKEN}");
-    let r = authz
-        .client()
-        .await
-        .check(check_request(
-            "GET",
-            "/api/search",
-            &[("x-scope-orgid", tenant), ("authorization", &auth)],
-            Some("read"),
-        ))
-        .await
-        .expect("Check must never be a gRPC error")
-        .into_inner();
-    (http_status(&r), denied_body(&r))
+    authz.read_as(TOKEN, tenant).await
 }
 
 /// Every 12-character piece of the token, searched in `text` (independent of the product's

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::authz::{check_request, denied_body, http_status, AuthzProcess};
+use support::authz::AuthzProcess;
 use support::fake_kube::{FakeKube, FakeUser, Fault, Kind, Subject};
 
 const TOKEN: &str = "revocation-test-token-4f1c9a7e2b6d08c35e1f7a9b";
@@ -50,20 +50,7 @@ async fn start(fake: &FakeKube) -> AuthzProcess {
 }
 
 async fn read(authz: &AuthzProcess, tenant: &str) -> (u16, String) {
-    let auth = format!("Bearer {TOKEN}");
-    let r = authz
-        .client()
-        .await
-        .check(check_request(
-            "GET",
-            "/api/search",
-            &[("x-scope-orgid", tenant), ("authorization", &auth)],
-            Some("read"),
-        ))
-        .await
-        .expect("Check must never be a gRPC error")
-        .into_inner();
-    (http_status(&r), denied_body(&r))
+    authz.read_as(TOKEN, tenant).await
 }
 
 /// Polls until `tenant` answers `status`; returns how long it took.
@@ -317,34 +304,17 @@ async fn deleted_pod_drops_its_bound_tokens_when_pods_are_watched() {
         assert!(Instant::now() < deadline, "watches did not sync");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(pod_status(&authz, POD_TOKEN).await, 200);
+    assert_eq!(authz.read_as(POD_TOKEN, "showcase").await.0, 200);
     fake.delete(Kind::Pod, Some("showcase"), "grafana-0")
         .expect("existed")
         .sent()
         .await;
     let started = Instant::now();
-    while pod_status(&authz, POD_TOKEN).await != 401 {
+    while authz.read_as(POD_TOKEN, "showcase").await.0 != 401 {
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "still allowed after its pod went"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-async fn pod_status(authz: &AuthzProcess, token: &str) -> u16 {
-    let auth = format!("Bearer {token}");
-    let r = authz
-        .client()
-        .await
-        .check(check_request(
-            "GET",
-            "/api/search",
-            &[("x-scope-orgid", "showcase"), ("authorization", &auth)],
-            Some("read"),
-        ))
-        .await
-        .expect("Check must never be a gRPC error")
-        .into_inner();
-    http_status(&r)
 }

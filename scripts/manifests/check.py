@@ -223,6 +223,10 @@ def check_crds(builds):
             elif k == "Certificate":
                 if not s.get("secretName", "").endswith("-tls") or not s.get("dnsNames") or not s.get("issuerRef"):
                     fail(w, "secretName *-tls, dnsNames and issuerRef required")
+                # cert-manager v1.21 copies usages into the certificate unchecked; "key
+                # encipherment" is an RSA usage, not one for EC keys (RFC 5480).
+                if get(s, "privateKey.algorithm") == "ECDSA" and "key encipherment" in s.get("usages", []):
+                    fail(w, "ECDSA key with the RSA-only usage 'key encipherment'")
     # The Istio overlay protects both Tempo entry points.
     istio = builds.get("overlays/istio", [])
     comps = {get(d, "spec.selector.matchLabels", {}).get("app.kubernetes.io/component")

@@ -118,6 +118,12 @@ impl AuthzProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// A read Check (`GET /api/search`, action `read`) with `token` on `tenants`: the HTTP
+    /// status and the denial body.
+    pub async fn read_as(&self, token: &str, tenants: &str) -> (u16, String) {
+        read_on_port(self.grpc_port, token, tenants).await
+    }
+
     pub async fn client(&self) -> AuthorizationClient<tonic::transport::Channel> {
         AuthorizationClient::connect(format!("http://127.0.0.1:{}", self.grpc_port))
             .await
@@ -212,4 +218,22 @@ pub fn denied_body(r: &CheckResponse) -> String {
         Some(HttpResponse::DeniedResponse(d)) => d.body.clone(),
         _ => String::new(),
     }
+}
+
+/// [`AuthzProcess::read_as`] on a connection of its own to `grpc_port` (for spawned tasks).
+pub async fn read_on_port(grpc_port: u16, token: &str, tenants: &str) -> (u16, String) {
+    let auth = format!("Bearer {token}");
+    let r = AuthorizationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .expect("connect to tenant-authz")
+        .check(check_request(
+            "GET",
+            "/api/search",
+            &[("x-scope-orgid", tenants), ("authorization", &auth)],
+            Some("read"),
+        ))
+        .await
+        .expect("Check must never be a gRPC error")
+        .into_inner();
+    (http_status(&r), denied_body(&r))
 }
