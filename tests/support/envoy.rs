@@ -48,12 +48,26 @@ pub fn envoy_binary() -> PathBuf {
     path
 }
 
-/// A currently free TCP port on 127.0.0.1 (bound, read, released).
+/// A currently free TCP port on 127.0.0.1 for a child process to listen on (bound, released).
+///
+/// Not the kernel's pick (`:0`): that comes from the ephemeral range, from which every outgoing
+/// connection (tenant-authz's watches, Envoy's upstreams) also takes ports, so a port could be
+/// taken between this pick and the child's bind, or handed to two tests at once. These come
+/// from below the ephemeral range (32768-60999 by default) and never twice in one process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another, but start each at its own offset anyway.
+    let offset = (std::process::id() * 97) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (FIRST + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// Replaces every `{{NAME}}` by its value; panics if any `{{...}}` remains.
