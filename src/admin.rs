@@ -11,8 +11,10 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 
 /// Whether tenant-authz can serve: its backend is reachable and it is not shutting down.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Readiness {
+    /// How `/readyz` names the backend ("the Kubernetes API").
+    backend: &'static str,
     backend_ready: AtomicBool,
     shutting_down: AtomicBool,
     /// A line `/readyz` adds when ready but degraded (e.g. a watch is down).
@@ -20,6 +22,16 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// Not ready until [`Readiness::set_backend_ready`]; `backend` names it in `/readyz`.
+    pub fn for_backend(backend: &'static str) -> Self {
+        Readiness {
+            backend,
+            backend_ready: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            note: Mutex::new(None),
+        }
+    }
+
     pub fn set_backend_ready(&self) {
         self.backend_ready.store(true, Ordering::SeqCst);
     }
@@ -38,11 +50,11 @@ impl Readiness {
     }
 
     /// `Ok` when ready, else why not.
-    pub fn check(&self) -> Result<(), &'static str> {
+    pub fn check(&self) -> Result<(), String> {
         if self.shutting_down.load(Ordering::SeqCst) {
-            Err("shutting down")
+            Err("shutting down".to_string())
         } else if !self.backend_ready.load(Ordering::SeqCst) {
-            Err("the Kubernetes API has not been reached yet")
+            Err(format!("{} has not been reached yet", self.backend))
         } else {
             Ok(())
         }

@@ -22,7 +22,7 @@ use crate::metrics::{CacheName, CacheResult, Metrics};
 use crate::model::{
     Action, BearerToken, Decision, DenyReason, Identity, Product, Tenant, Tenants, TokenHash,
 };
-use crate::review::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
+use crate::review::{Authentication, ReviewError, ReviewKind, Reviewer, Verdict};
 
 /// Settings of the engine, taken from the config.
 #[derive(Clone, Debug)]
@@ -331,7 +331,8 @@ impl<R: Reviewer> Authorizer<R> {
 
     fn deadline_passed(&self) -> DenyReason {
         DenyReason::Unavailable(format!(
-            "the Kubernetes API did not answer within the decision deadline of {}",
+            "{} did not answer within the decision deadline of {}",
+            self.reviewer.name(),
             humantime::format_duration(self.settings.decision_timeout)
         ))
     }
@@ -348,7 +349,7 @@ impl<R: Reviewer> Authorizer<R> {
             .get_or_load(&hash, async {
                 let epoch = self.identities.epoch();
                 let answer = self
-                    .review(ReviewKind::TokenReview, self.reviewer.authenticate(token))
+                    .review(ReviewKind::Authenticate, self.reviewer.authenticate(token))
                     .await?;
                 Ok(match answer {
                     Authentication::Authenticated { identity, .. } => {
@@ -391,7 +392,7 @@ impl<R: Reviewer> Authorizer<R> {
                 reason: Arc::unwrap_or_clone(reason),
                 cached: source.is_cached(),
             }),
-            Outcome::Failed(e) => Err(Decision::deny(unavailable(&e))),
+            Outcome::Failed(e) => Err(Decision::deny(unavailable(&self.reviewer, &e))),
         }
     }
 
@@ -417,12 +418,12 @@ impl<R: Reviewer> Authorizer<R> {
             .get_or_load(&key, async {
                 let answer = self
                     .review(
-                        ReviewKind::SubjectAccessReview,
+                        ReviewKind::Authorize,
                         self.reviewer.authorize(identity, tenant, product, action),
                     )
                     .await?;
                 Ok(match answer {
-                    Authorization::Allowed => Ok(Timed {
+                    Verdict::Allowed => Ok(Timed {
                         value: known.principal.clone(),
                         // Never outlive the identity the decision was made for, nor keep a
                         // decision made with an identity from before an invalidation.
@@ -436,7 +437,7 @@ impl<R: Reviewer> Authorizer<R> {
                             Duration::ZERO
                         },
                     }),
-                    Authorization::Denied { detail } => Err(Timed {
+                    Verdict::Denied { detail } => Err(Timed {
                         value: Arc::new(DenyReason::Forbidden {
                             user: identity.username.clone(),
                             tenant: tenant.clone(),
@@ -454,7 +455,7 @@ impl<R: Reviewer> Authorizer<R> {
         match outcome {
             Outcome::Positive(_) => Ok(source),
             Outcome::Negative(reason) => Err((reason, source)),
-            Outcome::Failed(e) => Err((Arc::new(unavailable(&e)), source)),
+            Outcome::Failed(e) => Err((Arc::new(unavailable(&self.reviewer, &e)), source)),
         }
     }
 
@@ -465,8 +466,8 @@ impl<R: Reviewer> Authorizer<R> {
         call: impl std::future::Future<Output = Result<T, ReviewError>>,
     ) -> Result<T, ReviewError> {
         let permits = match kind {
-            ReviewKind::TokenReview => &self.token_review_permits,
-            ReviewKind::SubjectAccessReview => &self.access_review_permits,
+            ReviewKind::Authenticate => &self.token_review_permits,
+            ReviewKind::Authorize => &self.access_review_permits,
         };
         // The semaphore is never closed, so acquire cannot fail; map it anyway rather than panic.
         let _permit = permits
@@ -484,7 +485,7 @@ impl<R: Reviewer> Authorizer<R> {
         });
         if let Err(error) = &result {
             // The operator's view; the client gets a shorter reason (see `unavailable`).
-            tracing::warn!(kind = kind.as_str(), outcome = error.outcome(), %error, "Kubernetes review failed");
+            tracing::warn!(backend = self.reviewer.name(), kind = kind.as_str(), outcome = error.outcome(), %error, "review failed");
         }
         result
     }
@@ -619,28 +620,26 @@ impl<R: Reviewer> Authorizer<R> {
     }
 }
 
-/// What the client is told about an outage: which review and how it failed, not the API
-/// server's own message (that goes to the log).
-fn unavailable(e: &ReviewError) -> DenyReason {
+/// What the client is told about an outage: which review and how it failed, not the
+/// backend's own message (that goes to the log).
+fn unavailable<R: Reviewer>(reviewer: &R, e: &ReviewError) -> DenyReason {
+    let backend = reviewer.name();
     DenyReason::Unavailable(match e {
         ReviewError::Api { kind, code, .. } => {
-            format!(
-                "the Kubernetes API answered the {} with HTTP {code}",
-                kind.as_str()
-            )
+            let request = reviewer.request_name(*kind);
+            format!("{backend} answered the {request} with HTTP {code}")
         }
         ReviewError::Transport { kind, .. } => {
-            format!(
-                "the Kubernetes API could not be reached for the {}",
-                kind.as_str()
-            )
+            let request = reviewer.request_name(*kind);
+            format!("{backend} could not be reached for the {request}")
         }
-        ReviewError::Timeout { .. } => e.to_string(),
+        ReviewError::Timeout { kind, after } => {
+            let request = reviewer.request_name(*kind);
+            format!("{backend} did not answer the {request} within {after:?}")
+        }
         ReviewError::InvalidResponse { kind, .. } => {
-            format!(
-                "the Kubernetes API gave an unusable {} answer",
-                kind.as_str()
-            )
+            let request = reviewer.request_name(*kind);
+            format!("{backend} gave an unusable {request} answer")
         }
     })
 }

@@ -411,7 +411,7 @@ async fn outage_reason_names_the_review_not_the_servers_message() {
     };
     let text = reason.to_string();
     assert!(
-        text.contains("tokenreview") && !text.contains("refused"),
+        text.contains("authentication") && !text.contains("refused"),
         "{text}"
     );
 }

@@ -167,18 +167,18 @@ impl Metrics {
             m.cache_lookups.clone(),
         );
         registry.register(
-            "kube_requests",
-            "Reviews sent to the backend (Kubernetes API calls; static backend: lookups), by kind and outcome",
+            "backend_requests",
+            "Reviews sent to the backend (Kubernetes: TokenReviews and SubjectAccessReviews; static: lookups), by kind (authenticate, authorize) and outcome",
             m.reviews.clone(),
         );
         registry.register(
-            "kube_request_duration_seconds",
-            "Latency of reviews sent to the Kubernetes API, by kind",
+            "backend_request_duration_seconds",
+            "Latency of reviews sent to the backend, by kind",
             m.review_duration.clone(),
         );
         registry.register(
-            "kube_requests_in_flight",
-            "Reviews in flight to the Kubernetes API",
+            "backend_requests_in_flight",
+            "Reviews in flight to the backend",
             m.reviews_in_flight.clone(),
         );
         registry.register(

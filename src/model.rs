@@ -382,14 +382,14 @@ impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DenyReason::MissingCredentials => f.write_str(
-                "missing credentials: send a Kubernetes service account token as 'Authorization: Bearer <token>'",
+                "missing credentials: send a token (with Kubernetes, a service account token) as 'Authorization: Bearer <token>'",
             ),
             DenyReason::MalformedCredentials(why) => write!(f, "malformed credentials: {why}"),
             DenyReason::TokenTooLong { limit } => {
                 write!(f, "bearer token is longer than the limit of {limit} bytes")
             }
             DenyReason::Unauthenticated { detail } => {
-                f.write_str("token not accepted by the Kubernetes TokenReview (expired, revoked, wrong audience or not a service account token)")?;
+                f.write_str("token not accepted (expired, revoked, for another audience, or unknown to the backend)")?;
                 if let Some(d) = detail {
                     write!(f, ": {d}")?;
                 }

@@ -215,6 +215,7 @@ pub async fn start_with<R: Reviewer>(
 ) -> Result<Running> {
     let mut registry = Registry::with_prefix("tenant_authz");
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let readiness = Arc::new(Readiness::for_backend(reviewer.name()));
     let authorizer = Arc::new(Authorizer::new(
         reviewer,
         AuthorizerSettings {
@@ -233,7 +234,6 @@ pub async fn start_with<R: Reviewer>(
     let parser = RequestParser::from_config(&config);
     let service = CheckService::new(authorizer, parser, metrics, &config.tenant_header);
 
-    let readiness = Arc::new(Readiness::default());
     let grpc_listener = bind(config.grpc_addr).await?;
     let admin_listener = bind(config.admin_addr).await?;
     let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;

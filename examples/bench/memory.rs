@@ -27,8 +27,8 @@ const SAS_PER_NAMESPACE: usize = 10;
 fn tokens_review_count(metrics: &str) -> f64 {
     metric(
         metrics,
-        "tenant_authz_kube_requests_total",
-        &[("kind", "tokenreview")],
+        "tenant_authz_backend_requests_total",
+        &[("kind", "authenticate")],
     )
 }
 

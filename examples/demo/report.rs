@@ -171,7 +171,7 @@ pub fn metrics(text: &str) -> Vec<String> {
     let m = parse_metrics(text);
     let checks = "tenant_authz_checks_total";
     let lookups = "tenant_authz_cache_lookups_total";
-    let kube = "tenant_authz_kube_requests_total";
+    let backend = "tenant_authz_backend_requests_total";
     let allowed = sum(&m, checks, &[("decision", "allow")]);
     let allowed_cached = sum(&m, checks, &[("decision", "allow"), ("cached", "true")]);
     let denied = sum(&m, checks, &[("decision", "deny")]);
@@ -194,9 +194,9 @@ pub fn metrics(text: &str) -> Vec<String> {
             sum(&m, lookups, &[("cache", cache), ("result", "miss")])
         )
     };
-    let review_kinds = label_values(&m, kube, "kind")
+    let review_kinds = label_values(&m, backend, "kind")
         .into_iter()
-        .map(|k| format!("{k} {}", sum(&m, kube, &[("kind", &k)])))
+        .map(|k| format!("{k} {}", sum(&m, backend, &[("kind", &k)])))
         .collect::<Vec<_>>();
     let reviews = if review_kinds.is_empty() {
         "none".to_string()
@@ -214,7 +214,7 @@ pub fn metrics(text: &str) -> Vec<String> {
             cache("identity"),
             cache("decision")
         ),
-        format!("  kube_requests_total  {reviews} (here answered by the static backend)"),
+        format!("  backend_requests_total  {reviews} (here answered by the static backend)"),
     ]
     .iter()
     .map(|l| fit(l))

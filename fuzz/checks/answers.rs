@@ -3,7 +3,7 @@
 
 use tenant_authz::model::BearerToken;
 use tenant_authz::review::kube;
-use tenant_authz::review::{Authentication, Authorization, ReviewError};
+use tenant_authz::review::{Authentication, ReviewError, Verdict};
 
 use super::{quotes, Input};
 
@@ -201,7 +201,7 @@ pub fn sar_answer(data: &[u8]) {
     let code = status(&mut input);
     let body = input.rest();
     match kube::sar_answer(code, body) {
-        Ok(Authorization::Allowed) => {
+        Ok(Verdict::Allowed) => {
             assert!(matches!(code, 200 | 201), "allowed by HTTP {code}");
             let v = json::<SarStatus>(body).expect("allowed, so the body is JSON");
             let status = &v["status"];
@@ -218,7 +218,7 @@ pub fn sar_answer(data: &[u8]) {
                 assert!(v[k].is_null() || v[k] == want, "{k} {:?}", v[k]);
             }
         }
-        Ok(Authorization::Denied { detail }) => {
+        Ok(Verdict::Denied { detail }) => {
             assert!(matches!(code, 200 | 201), "an answer from HTTP {code}");
             if let Some(d) = detail {
                 check_text("the detail", &d, None);

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, Waker};
 use tenant_authz::config::{Backend, Config, StaticConfig};
 use tenant_authz::model::{Action, BearerToken, Identity, Product, Tenant};
 use tenant_authz::review::static_::StaticReviewer;
-use tenant_authz::review::{Authentication, Authorization, Reviewer};
+use tenant_authz::review::{Authentication, Reviewer, Verdict};
 
 use super::quotes;
 
@@ -112,8 +112,8 @@ fn check_static(reviewer: &Arc<StaticReviewer>, s: &StaticConfig) {
                 });
                 let got = ready(reviewer.authorize(subject, tenant, product, action));
                 let allowed = match got {
-                    Ok(Authorization::Allowed) => true,
-                    Ok(Authorization::Denied { .. }) => false,
+                    Ok(Verdict::Allowed) => true,
+                    Ok(Verdict::Denied { .. }) => false,
                     Err(e) => panic!("the static backend failed: {e}"),
                 };
                 assert_eq!(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
+use super::{Authentication, ReviewError, ReviewKind, Reviewer, Verdict};
 use crate::model::{Action, BearerToken, Identity, Product, Tenant, TokenHash};
 
 #[derive(Default)]
@@ -81,7 +81,7 @@ impl Reviewer for MemoryReviewer {
     async fn authenticate(&self, token: &BearerToken) -> Result<Authentication, ReviewError> {
         self.token_reviews.fetch_add(1, Ordering::SeqCst);
         let hash = token.hash();
-        self.pause(ReviewKind::TokenReview).await?;
+        self.pause(ReviewKind::Authenticate).await?;
         Ok(match lock(&self.identities).get(&hash) {
             Some(identity) => Authentication::Authenticated {
                 identity: identity.clone(),
@@ -97,15 +97,19 @@ impl Reviewer for MemoryReviewer {
         tenant: &Tenant,
         _product: Product,
         action: Action,
-    ) -> Result<Authorization, ReviewError> {
+    ) -> Result<Verdict, ReviewError> {
         self.access_reviews.fetch_add(1, Ordering::SeqCst);
-        self.pause(ReviewKind::SubjectAccessReview).await?;
+        self.pause(ReviewKind::Authorize).await?;
         let key = (identity.username.clone(), tenant.to_string(), action);
         Ok(if lock(&self.grants).contains(&key) {
-            Authorization::Allowed
+            Verdict::Allowed
         } else {
-            Authorization::Denied { detail: None }
+            Verdict::Denied { detail: None }
         })
+    }
+
+    fn name(&self) -> &'static str {
+        "the in-memory backend"
     }
 
     fn remedy(&self, tenant: &Tenant, _product: Product, action: Action) -> String {

@@ -9,7 +9,7 @@ pub mod kube;
 pub mod memory;
 pub mod static_;
 
-/// Answer of an authentication (TokenReview).
+/// Answer of an authentication (with Kubernetes, a TokenReview).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Authentication {
     Authenticated {
@@ -21,9 +21,9 @@ pub enum Authentication {
     Unauthenticated { detail: Option<String> },
 }
 
-/// Answer of an authorization (SubjectAccessReview).
+/// Answer of an authorization (with Kubernetes, a SubjectAccessReview).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Authorization {
+pub enum Verdict {
     Allowed,
     Denied { detail: Option<String> },
 }
@@ -31,15 +31,25 @@ pub enum Authorization {
 /// Which review failed: a bounded label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReviewKind {
-    TokenReview,
-    SubjectAccessReview,
+    /// Who is this token? (Kubernetes: TokenReview)
+    Authenticate,
+    /// May this identity act on this tenant? (Kubernetes: SubjectAccessReview)
+    Authorize,
 }
 
 impl ReviewKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            ReviewKind::TokenReview => "tokenreview",
-            ReviewKind::SubjectAccessReview => "subjectaccessreview",
+            ReviewKind::Authenticate => "authenticate",
+            ReviewKind::Authorize => "authorize",
+        }
+    }
+
+    /// The request's name in messages: "authentication", "authorization".
+    pub fn noun(self) -> &'static str {
+        match self {
+            ReviewKind::Authenticate => "authentication",
+            ReviewKind::Authorize => "authorization",
         }
     }
 }
@@ -47,17 +57,17 @@ impl ReviewKind {
 /// The review could not be answered: tenant-authz cannot decide and fails closed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReviewError {
-    #[error("the Kubernetes API answered the {} with HTTP {code}: {message}", kind.as_str())]
+    #[error("the backend answered the {} request with HTTP {code}: {message}", kind.noun())]
     Api {
         kind: ReviewKind,
         code: u16,
         message: String,
     },
-    #[error("cannot reach the Kubernetes API for the {}: {message}", kind.as_str())]
+    #[error("cannot reach the backend for the {} request: {message}", kind.noun())]
     Transport { kind: ReviewKind, message: String },
-    #[error("the Kubernetes API did not answer the {} within {after:?}", kind.as_str())]
+    #[error("the backend did not answer the {} request within {after:?}", kind.noun())]
     Timeout { kind: ReviewKind, after: Duration },
-    #[error("unusable {} answer: {message}", kind.as_str())]
+    #[error("unusable answer to the {} request: {message}", kind.noun())]
     InvalidResponse { kind: ReviewKind, message: String },
 }
 
@@ -87,7 +97,15 @@ pub trait Reviewer: Send + Sync + 'static {
         tenant: &Tenant,
         product: Product,
         action: Action,
-    ) -> impl Future<Output = Result<Authorization, ReviewError>> + Send;
+    ) -> impl Future<Output = Result<Verdict, ReviewError>> + Send;
+
+    /// How messages name this backend: "the Kubernetes API", "the static backend".
+    fn name(&self) -> &'static str;
+
+    /// How messages name a review in this backend's terms ("TokenReview" for Kubernetes).
+    fn request_name(&self, kind: ReviewKind) -> &'static str {
+        kind.noun()
+    }
 
     /// What would allow `action` on `tenant` in `product`, in this backend's terms, for the
     /// 403 message.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use super::{Authentication, Authorization, ReviewError, Reviewer};
+use super::{Authentication, ReviewError, Reviewer, Verdict};
 use crate::config::StaticConfig;
 use crate::model::{Action, BearerToken, Identity, Product, Tenant, TokenHash};
 
@@ -137,7 +137,7 @@ impl Reviewer for Arc<StaticReviewer> {
         tenant: &Tenant,
         product: Product,
         action: Action,
-    ) -> Result<Authorization, ReviewError> {
+    ) -> Result<Verdict, ReviewError> {
         let data = self.snapshot();
         Ok(
             if data
@@ -145,11 +145,15 @@ impl Reviewer for Arc<StaticReviewer> {
                 .iter()
                 .any(|g| g.allows(identity, tenant, product, action))
             {
-                Authorization::Allowed
+                Verdict::Allowed
             } else {
-                Authorization::Denied { detail: None }
+                Verdict::Denied { detail: None }
             },
         )
+    }
+
+    fn name(&self) -> &'static str {
+        "the static backend"
     }
 
     fn remedy(&self, tenant: &Tenant, product: Product, action: Action) -> String {
@@ -228,7 +232,7 @@ mod tests {
             groups: vec!["team".into()],
             ..Default::default()
         };
-        let allowed = |r: Result<Authorization, ReviewError>| r == Ok(Authorization::Allowed);
+        let allowed = |r: Result<Verdict, ReviewError>| r == Ok(Verdict::Allowed);
         assert!(allowed(
             r.authorize(&bob, &t("a"), Product::Tempo, Action::Read)
                 .await

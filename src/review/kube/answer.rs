@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::model::{BearerToken, Identity};
-use crate::review::{Authentication, Authorization, ReviewError, ReviewKind};
+use crate::review::{Authentication, ReviewError, ReviewKind, Verdict};
 
 /// Largest answer body read from the API; a bigger one is refused before it is parsed. Real
 /// TokenReview and SAR answers are well under 8 KiB (the TokenReview echoes the token).
@@ -193,7 +193,7 @@ pub fn token_review_answer(
     token: &BearerToken,
     audiences: &[String],
 ) -> Result<Authentication, ReviewError> {
-    let kind = ReviewKind::TokenReview;
+    let kind = ReviewKind::Authenticate;
     if !matches!(status, 200 | 201) {
         return Err(api_error(kind, status, body, Some(token)));
     }
@@ -239,7 +239,7 @@ pub fn token_review_answer(
 /// The user of an authenticated TokenReview, checked: a name, bounded size, no control
 /// characters (it reaches log lines and 403 messages), and no quote of the token.
 fn identity(user: UserInfo, token: &BearerToken) -> Result<Identity, ReviewError> {
-    let kind = ReviewKind::TokenReview;
+    let kind = ReviewKind::Authenticate;
     let identity = Identity {
         username: user.username.unwrap_or_default(),
         uid: user.uid.unwrap_or_default(),
@@ -327,8 +327,8 @@ struct SarStatus {
 }
 
 /// What a SubjectAccessReview answer decides.
-pub fn sar_answer(status: u16, body: &[u8]) -> Result<Authorization, ReviewError> {
-    let kind = ReviewKind::SubjectAccessReview;
+pub fn sar_answer(status: u16, body: &[u8]) -> Result<Verdict, ReviewError> {
+    let kind = ReviewKind::Authorize;
     if !matches!(status, 200 | 201) {
         return Err(api_error(kind, status, body, None));
     }
@@ -357,7 +357,7 @@ pub fn sar_answer(status: u16, body: &[u8]) -> Result<Authorization, ReviewError
                 // RBAC found a rule that allows despite an error elsewhere: the allow stands.
                 tracing::debug!(evaluation_error = %e, "SubjectAccessReview allowed with an evaluation error");
             }
-            Ok(Authorization::Allowed)
+            Ok(Verdict::Allowed)
         }
         // Denied, or no opinion. The RBAC authorizer reports a RoleBinding to a missing Role
         // as an evaluationError with allowed false: a real "not allowed" that retrying will
@@ -371,7 +371,7 @@ pub fn sar_answer(status: u16, body: &[u8]) -> Result<Authorization, ReviewError
             .flatten()
             .collect::<Vec<_>>()
             .join("; ");
-            Ok(Authorization::Denied {
+            Ok(Verdict::Denied {
                 detail: (!detail.is_empty()).then_some(detail),
             })
         }

@@ -245,7 +245,7 @@ fn error_statuses_are_api_errors_with_scrubbed_messages() {
         assert_no_token(&err.to_string());
     }
     let err = api_error(
-        ReviewKind::SubjectAccessReview,
+        ReviewKind::Authorize,
         500,
         json!({"kind": "Status", "message": "etcd is down"})
             .to_string()
@@ -274,7 +274,7 @@ fn sar_denied_is_a_denial_with_the_reason() {
             &sar(json!({"allowed": false, "denied": true, "reason": "policy says no"}))
         )
         .unwrap(),
-        Authorization::Denied {
+        Verdict::Denied {
             detail: Some("policy says no".into())
         }
     );
@@ -285,7 +285,7 @@ fn sar_evaluation_error_without_allow_is_a_denial_that_carries_it() {
     let body = sar(json!({"allowed": false,
         "evaluationError": "role.rbac.authorization.k8s.io \"tempo-reader\" not found"}));
     match sar_answer(201, &body).unwrap() {
-        Authorization::Denied { detail: Some(d) } => {
+        Verdict::Denied { detail: Some(d) } => {
             assert!(d.starts_with("evaluation error: "), "{d}");
             assert!(d.contains("tempo-reader"), "{d}");
         }
@@ -296,14 +296,14 @@ fn sar_evaluation_error_without_allow_is_a_denial_that_carries_it() {
 #[test]
 fn sar_allow_stands_beside_an_evaluation_error() {
     let body = sar(json!({"allowed": true, "evaluationError": "one role missing"}));
-    assert_eq!(sar_answer(201, &body).unwrap(), Authorization::Allowed);
+    assert_eq!(sar_answer(201, &body).unwrap(), Verdict::Allowed);
 }
 
 #[test]
 fn sar_with_neither_field_true_is_a_denial() {
     assert_eq!(
         sar_answer(201, &sar(json!({"allowed": false}))).unwrap(),
-        Authorization::Denied { detail: None }
+        Verdict::Denied { detail: None }
     );
 }
 
@@ -338,7 +338,7 @@ fn sar_without_allowed_or_status_or_of_the_wrong_kind_fails_closed() {
     }
     assert_eq!(
         sar_answer(200, &sar(json!({"allowed": true}))).unwrap(),
-        Authorization::Allowed
+        Verdict::Allowed
     );
     assert_eq!(
         sar_answer(301, &sar(json!({"allowed": true})))
@@ -351,7 +351,7 @@ fn sar_without_allowed_or_status_or_of_the_wrong_kind_fails_closed() {
 #[test]
 fn unknown_fields_are_ignored() {
     let body = sar(json!({"allowed": true, "futureField": {"x": 1}}));
-    assert_eq!(sar_answer(201, &body).unwrap(), Authorization::Allowed);
+    assert_eq!(sar_answer(201, &body).unwrap(), Verdict::Allowed);
     let body = token_review(
         json!({"authenticated": true, "user": sa_user(), "audiences": ["tempo"], "new": 1}),
     );

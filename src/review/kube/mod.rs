@@ -7,7 +7,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::PostParams;
 use kube::Client;
 
-use super::{Authentication, Authorization, ReviewError, ReviewKind, Reviewer};
+use super::{Authentication, ReviewError, ReviewKind, Reviewer, Verdict};
 
 pub mod answer;
 pub mod watch;
@@ -164,7 +164,7 @@ impl KubeReviewer {
 
 impl Reviewer for KubeReviewer {
     async fn authenticate(&self, token: &BearerToken) -> Result<Authentication, ReviewError> {
-        let kind = ReviewKind::TokenReview;
+        let kind = ReviewKind::Authenticate;
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.expose_secret().to_string(),
@@ -186,8 +186,8 @@ impl Reviewer for KubeReviewer {
         tenant: &Tenant,
         product: Product,
         action: Action,
-    ) -> Result<Authorization, ReviewError> {
-        let kind = ReviewKind::SubjectAccessReview;
+    ) -> Result<Verdict, ReviewError> {
+        let kind = ReviewKind::Authorize;
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 resource_attributes: Some(self.resource_attributes(tenant, product, action)),
@@ -205,6 +205,17 @@ impl Reviewer for KubeReviewer {
         })?;
         let (status, answer) = self.post(kind, SUBJECT_ACCESS_REVIEWS, body, None).await?;
         answer::sar_answer(status, &answer)
+    }
+
+    fn name(&self) -> &'static str {
+        "the Kubernetes API"
+    }
+
+    fn request_name(&self, kind: ReviewKind) -> &'static str {
+        match kind {
+            ReviewKind::Authenticate => "TokenReview",
+            ReviewKind::Authorize => "SubjectAccessReview",
+        }
     }
 
     fn remedy(&self, tenant: &Tenant, product: Product, action: Action) -> String {
