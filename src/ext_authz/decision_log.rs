@@ -233,6 +233,82 @@ mod tests {
         assert!(cut.len() <= MAX_FIELD_BYTES && cut.chars().all(|c| c == 'é'));
     }
 
+    /// The JSON lines `f` writes at `debug` and above.
+    fn captured(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn allow(cached: bool) -> Decision {
+        use crate::model::{Tenant, Tenants};
+        Decision::Allow {
+            user: "alice".into(),
+            tenants: Tenants::new(vec![Tenant::parse("a").unwrap()]).unwrap(),
+            action: Action::Read,
+            cached,
+        }
+    }
+
+    #[test]
+    fn levels_follow_the_outcome_and_the_sampling() {
+        let cx = Context {
+            request_id: "rid",
+            route: Some("query_read"),
+            tenants: Some("a"),
+            product: Some(Product::Tempo),
+            action: Some(Action::Read),
+            latency: Duration::from_micros(7),
+        };
+        let lines = captured(|| {
+            let never = DecisionLog::new(0.0);
+            let always = DecisionLog::new(1.0);
+            never.write(&allow(false), &cx);
+            never.write(&allow(true), &cx);
+            always.write(&allow(true), &cx);
+            let outage = Decision::deny(DenyReason::Unavailable("the API timed out".into()));
+            never.write(&outage, &cx);
+            never.write(&Decision::deny(DenyReason::MissingCredentials), &cx);
+        });
+        let levels: Vec<_> = lines.iter().map(|l| l["level"].as_str().unwrap()).collect();
+        assert_eq!(levels, ["INFO", "DEBUG", "INFO", "WARN", "INFO"]);
+        for l in &lines {
+            assert_eq!(l["target"], TARGET);
+            assert_eq!(l["request_id"], "rid");
+            assert_eq!(l["route"], "query_read");
+            assert_eq!(l["tenants"], "a");
+            assert_eq!(l["product"], "tempo");
+            assert_eq!(l["latency_us"], 7);
+        }
+        assert_eq!(lines[0]["user"], "alice");
+        assert_eq!(lines[3]["status"], 503);
+        assert_eq!(lines[3]["reason"], "unavailable");
+        assert!(lines[3]["detail"].as_str().unwrap().contains("timed out"));
+        assert!(lines[4].get("user").is_none());
+    }
+
     #[test]
     fn route_comes_from_the_route_context_extension() {
         use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
