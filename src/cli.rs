@@ -294,6 +294,7 @@ mod tests {
             format!("[default: {}]", d.grpc_addr),
             format!("[default: {}]", d.admin_addr),
             format!("[default: {}]", d.tenant_header),
+            format!("[default: {}]", d.log_cached_allow_sample_ratio),
             format!("[default: {}]", d.max_token_bytes),
             format!(
                 "[default: {}]",
