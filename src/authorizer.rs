@@ -569,14 +569,20 @@ impl<R: Reviewer> Authorizer<R> {
     pub fn set_watch_health(&self, health: WatchHealth) {
         let mut current = self.health.lock().unwrap_or_else(|p| p.into_inner());
         *current = health;
+        let (decision_cap, identity_cap) = self.age_caps(health);
+        self.decisions.set_max_positive_age(decision_cap);
+        self.identities.set_max_positive_age(identity_cap);
+    }
+
+    /// The longest a cached (allow, identity) is used while `health` holds; `None`: its TTL.
+    fn age_caps(&self, health: WatchHealth) -> (Option<Duration>, Option<Duration>) {
         let c = &self.settings.cache;
         let identity_cap = (!health.identities_watched()).then_some(c.identity_ttl);
         let decision_cap = [(!health.rbac).then_some(c.allowed_ttl), identity_cap]
             .into_iter()
             .flatten()
             .min();
-        self.decisions.set_max_positive_age(decision_cap);
-        self.identities.set_max_positive_age(identity_cap);
+        (decision_cap, identity_cap)
     }
 
     pub fn watch_health(&self) -> WatchHealth {
@@ -619,6 +625,10 @@ impl<R: Reviewer> Authorizer<R> {
         ]
     }
 }
+
+#[path = "authorizer_report.rs"]
+mod report;
+pub use report::{CacheReport, TierReport, UserCounts};
 
 /// What the client is told about an outage: which review and how it failed, not the
 /// backend's own message (that goes to the log).

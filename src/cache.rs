@@ -233,6 +233,21 @@ impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
     fn len(&self) -> u64 {
         self.shards.iter().map(|s| lock(s).len() as u64).sum()
     }
+
+    /// Unexpired entries whose value matches, one shard lock at a time (an O(n) scan: for
+    /// the admin port, not the Check path).
+    fn count_where(&self, mut pred: impl FnMut(&V) -> bool) -> u64 {
+        let now = Instant::now();
+        self.shards
+            .iter()
+            .map(|shard| {
+                lock(shard)
+                    .iter()
+                    .filter(|(_, e)| e.expires_at > now && pred(&e.value))
+                    .count() as u64
+            })
+            .sum()
+    }
 }
 
 /// Invalidation epochs: a counter bumped by every invalidation, and for each scope stripe
@@ -521,6 +536,18 @@ where
     /// Keys of the positive entries whose value matches (e.g. the tokens of one pod).
     pub fn positive_keys_where(&self, matches: impl Fn(&P) -> bool) -> Vec<K> {
         self.positive.keys_where(|_, v| matches(v))
+    }
+
+    /// Unexpired (positive, negative) entries whose answer matches; never a key.
+    pub fn count_where(
+        &self,
+        positive: impl FnMut(&P) -> bool,
+        negative: impl FnMut(&N) -> bool,
+    ) -> (u64, u64) {
+        (
+            self.positive.count_where(positive),
+            self.negative.count_where(negative),
+        )
     }
 
     /// Entries held, expired ones included until they are read or evicted.

@@ -37,13 +37,21 @@ pub struct Cli {
     #[arg(long, env = "TENANT_AUTHZ_GRPC_ADDR", value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
 
-    /// Admin HTTP listen address (/healthz, /readyz, /metrics) [default: 0.0.0.0:9090]
+    /// Admin HTTP listen address (/healthz, /readyz, /metrics, /debug/*) [default: 0.0.0.0:9090]
     #[arg(long, env = "TENANT_AUTHZ_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
 
     /// Log format [default: text]
     #[arg(long, env = "TENANT_AUTHZ_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Share of cached allows logged at info, 0.0 to 1.0 (the rest at debug) [default: 0]
+    #[arg(
+        long,
+        env = "TENANT_AUTHZ_LOG_CACHED_ALLOW_SAMPLE_RATIO",
+        value_name = "RATIO"
+    )]
+    pub log_cached_allow_sample_ratio: Option<f64>,
 
     /// Header carrying the tenant(s), `a` or `a|b` [default: x-scope-orgid]
     #[arg(long, env = "TENANT_AUTHZ_TENANT_HEADER", value_name = "NAME")]
@@ -239,6 +247,7 @@ impl Cli {
             grpc_addr => grpc_addr,
             admin_addr => admin_addr,
             log_format => log_format,
+            log_cached_allow_sample_ratio => log_cached_allow_sample_ratio,
             tenant_header => tenant_header,
             max_token_bytes => max_token_bytes,
             decision_timeout => decision_timeout,
@@ -285,6 +294,7 @@ mod tests {
             format!("[default: {}]", d.grpc_addr),
             format!("[default: {}]", d.admin_addr),
             format!("[default: {}]", d.tenant_header),
+            format!("[default: {}]", d.log_cached_allow_sample_ratio),
             format!("[default: {}]", d.max_token_bytes),
             format!(
                 "[default: {}]",

@@ -9,6 +9,7 @@ pub mod authorizer;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod debug;
 pub mod error;
 pub mod ext_authz;
 pub mod metrics;

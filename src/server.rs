@@ -18,6 +18,7 @@ use crate::admin::{self, Readiness};
 use crate::authorizer::{Authorizer, AuthorizerSettings, Invalidate};
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
+use crate::ext_authz::decision_log::DecisionLog;
 use crate::ext_authz::{CheckService, RequestParser};
 use crate::metrics::{CacheSizeCollector, Metrics};
 use crate::review::kube::KubeReviewer;
@@ -231,8 +232,14 @@ pub async fn start_with<R: Reviewer>(
     registry.register_collector(Box::new(CacheSizeCollector::new(move || {
         sizes.cache_sizes()
     })));
+    let reporter = authorizer.clone();
+    let debug = crate::debug::router(
+        crate::telemetry::installed_filter(),
+        Arc::new(move |user: Option<&str>| reporter.cache_report(user)),
+    );
     let parser = RequestParser::from_config(&config);
-    let service = CheckService::new(authorizer, parser, metrics, &config.tenant_header);
+    let service = CheckService::new(authorizer, parser, metrics, &config.tenant_header)
+        .with_decision_log(DecisionLog::new(config.log_cached_allow_sample_ratio));
 
     let grpc_listener = bind(config.grpc_addr).await?;
     let admin_listener = bind(config.admin_addr).await?;
@@ -262,7 +269,7 @@ pub async fn start_with<R: Reviewer>(
         );
     let admin = axum::serve(
         admin_listener,
-        admin::router(readiness.clone(), Arc::new(registry)),
+        admin::router(readiness.clone(), Arc::new(registry)).merge(debug),
     )
     .with_graceful_shutdown(drained(drain_rx));
 

@@ -26,10 +26,13 @@ pub use validate::MAX_CACHE_TTL;
 pub struct Config {
     /// Address of the ext_authz gRPC server (Envoy's `Authorization/Check` and gRPC health).
     pub grpc_addr: SocketAddr,
-    /// Address of the admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
+    /// Address of the admin HTTP server: `/healthz`, `/readyz`, `/metrics`, `/debug/*`.
     pub admin_addr: SocketAddr,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Share of cached allows that get an `info` line in the decision log (0.0..=1.0); the
+    /// others are at `debug`. Every other decision is always logged.
+    pub log_cached_allow_sample_ratio: f64,
     /// Where identities and grants come from.
     pub backend: Backend,
     /// Request header naming the tenant(s); Tempo's is `x-scope-orgid`.
@@ -61,6 +64,7 @@ impl Default for Config {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9001)),
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
             log_format: LogFormat::Text,
+            log_cached_allow_sample_ratio: 0.0,
             backend: Backend::Kubernetes,
             tenant_header: "x-scope-orgid".into(),
             max_token_bytes: 16 * 1024,

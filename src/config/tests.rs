@@ -294,3 +294,18 @@ fn tempo_2_10_and_3_0_operator_paths_are_denied() {
         Some(Action::Read)
     );
 }
+
+#[test]
+fn cached_allow_sample_ratio_is_a_share_and_named_when_wrong() {
+    let c = Config::from_yaml("log_cached_allow_sample_ratio: 0.25\n").unwrap();
+    assert_eq!(c.log_cached_allow_sample_ratio, 0.25);
+    c.validate().unwrap();
+    for bad in ["1.5", "-0.1", ".nan"] {
+        let c = Config::from_yaml(&format!("log_cached_allow_sample_ratio: {bad}\n")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("log_cached_allow_sample_ratio"),
+            "{bad}: {err}"
+        );
+    }
+}

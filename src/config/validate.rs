@@ -40,6 +40,13 @@ impl Config {
                 format!("{} is outside 64..=65536", self.max_token_bytes),
             );
         }
+        let ratio = self.log_cached_allow_sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return invalid(
+                "log_cached_allow_sample_ratio",
+                format!("{ratio} is outside 0.0..=1.0"),
+            );
+        }
         if self.decision_timeout.is_zero() || self.decision_timeout > Duration::from_secs(60) {
             return invalid(
                 "decision_timeout",

@@ -11,9 +11,12 @@ use tonic::{Request, Response, Status};
 
 use crate::authorizer::Authorizer;
 use crate::metrics::Metrics;
-use crate::model::{Action, Decision, DenyReason};
-use crate::review::Reviewer;
+use crate::model::{Decision, DenyReason};
 
+use crate::review::Reviewer;
+use decision_log::DecisionLog;
+
+pub mod decision_log;
 pub mod request;
 pub mod response;
 
@@ -25,6 +28,7 @@ pub struct CheckService<R> {
     parser: Arc<RequestParser>,
     metrics: Arc<Metrics>,
     tenant_header: Arc<str>,
+    log: DecisionLog,
 }
 
 impl<R> Clone for CheckService<R> {
@@ -34,6 +38,7 @@ impl<R> Clone for CheckService<R> {
             parser: self.parser.clone(),
             metrics: self.metrics.clone(),
             tenant_header: self.tenant_header.clone(),
+            log: self.log,
         }
     }
 }
@@ -50,7 +55,14 @@ impl<R: Reviewer> CheckService<R> {
             parser: Arc::new(parser),
             metrics,
             tenant_header: tenant_header.into(),
+            log: DecisionLog::default(),
         }
+    }
+
+    /// Logs a share of cached allows at `info` (`log_cached_allow_sample_ratio`).
+    pub fn with_decision_log(mut self, log: DecisionLog) -> Self {
+        self.log = log;
+        self
     }
 
     /// Decides one CheckRequest. Never fails: every outcome is a CheckResponse (a gRPC error
@@ -59,8 +71,12 @@ impl<R: Reviewer> CheckService<R> {
         let started = Instant::now();
         let (action, parsed) = self.parser.parse(req);
         let reviewed = parsed.is_ok();
+        // The decision moves the tenants into an allow; a denial's log line needs them too.
+        let (mut tenants, mut product) = (None, None);
         let decision = match parsed {
             Ok(p) => {
+                tenants = Some(p.tenants.canonical().to_owned());
+                product = Some(p.product);
                 // A panic must still be a denied CheckResponse: as a gRPC error it would hand
                 // the decision to Envoy's failure_mode_allow.
                 let check = self
@@ -79,60 +95,18 @@ impl<R: Reviewer> CheckService<R> {
         let elapsed = started.elapsed();
         self.metrics
             .check_answered(&decision, action, reviewed, elapsed);
-        log_decision(&decision, action, elapsed, request_id(req));
+        self.log.write(
+            &decision,
+            &decision_log::Context {
+                request_id: request_id(req),
+                route: decision_log::route(req),
+                tenants: tenants.as_deref(),
+                product,
+                action,
+                latency: elapsed,
+            },
+        );
         response::build(&decision, action, &self.tenant_header)
-    }
-}
-
-/// One structured line per decision: info for denials and reviewed allows, debug for cached
-/// allows (Envoy's access log already has them, and a line costs more than the Check).
-fn log_decision(
-    decision: &Decision,
-    action: Option<Action>,
-    elapsed: std::time::Duration,
-    request_id: &str,
-) {
-    let action = action.map_or("unknown", Action::as_str);
-    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    match decision {
-        Decision::Allow {
-            user,
-            tenants,
-            cached,
-            ..
-        } => {
-            if *cached {
-                tracing::debug!(
-                    request_id,
-                    decision = "allow",
-                    user = &**user,
-                    tenants = tenants.canonical(),
-                    action,
-                    cached,
-                    latency_us,
-                    "check"
-                );
-            } else {
-                tracing::info!(
-                    request_id,
-                    decision = "allow",
-                    user = &**user,
-                    tenants = tenants.canonical(),
-                    action,
-                    cached,
-                    latency_us,
-                    "check"
-                );
-            }
-        }
-        Decision::Deny { reason, cached } => {
-            let status = reason.http_status();
-            if status >= 500 {
-                tracing::warn!(request_id, decision = "deny", status, reason = reason.kind(), detail = %reason, action, cached, latency_us, "check");
-            } else {
-                tracing::info!(request_id, decision = "deny", status, reason = reason.kind(), detail = %reason, action, cached, latency_us, "check");
-            }
-        }
     }
 }
 

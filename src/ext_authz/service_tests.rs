@@ -10,6 +10,7 @@ use super::request::tests::check_request;
 use super::*;
 use crate::authorizer::AuthorizerSettings;
 use crate::config::{ActionConfig, CacheConfig};
+use crate::model::Action;
 use crate::review::memory::MemoryReviewer;
 
 fn service() -> CheckService<MemoryReviewer> {
