@@ -23,7 +23,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[command(name = "tenant-authz", version, max_term_width = 100)]
 pub struct Cli {
     /// YAML config file; flags and TENANT_AUTHZ_* variables override its fields.
-    #[arg(long, env = "TENANT_AUTHZ_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "TENANT_AUTHZ_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
     /// Print the effective configuration as YAML and exit.
@@ -66,7 +66,12 @@ pub struct Cli {
     pub shutdown_grace: Option<Duration>,
 
     /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, then in-cluster]
-    #[arg(long, env = "TENANT_AUTHZ_KUBECONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "TENANT_AUTHZ_KUBECONFIG",
+        value_name = "FILE",
+        global = true
+    )]
     pub kubeconfig: Option<PathBuf>,
 
     /// TokenReview audiences, comma-separated [default: none, the API server's]
@@ -157,56 +162,74 @@ pub enum Command {
     /// Read a token on stdin and print its SHA-256, for the static backend's identities.
     /// One trailing newline is ignored; the token itself is never printed.
     HashToken,
-    /// Print what a request would be asked as when its route sets no `action`: the product's
-    /// inferred action and the SubjectAccessReview (e.g. `explain --product loki GET
-    /// /loki/api/v1/delete`).
-    Explain {
-        /// tempo, loki, mimir or pyroscope [default: products.default]
-        #[arg(long, value_name = "PRODUCT")]
-        product: Option<crate::model::Product>,
-        /// HTTP method, e.g. GET, POST
-        method: String,
-        /// Path, with or without a query string
-        path: String,
-    },
+    /// Why a token gets 200, 401 or 403: runs the server's parser and the configured backend
+    /// for one request and prints each step (route rule, identity, each tenant's question and
+    /// answer, what would grant a denial). The token is read from --token-file or stdin, never
+    /// from the command line. Exit: 0 allowed, 3 bad request (400), 4 unauthenticated (401),
+    /// 5 forbidden (403), 6 cannot decide (503), 2 usage or configuration error.
+    Explain(ExplainArgs),
 }
 
-/// What `tenant-authz explain` prints: product, normalised path, action, and the SAR asked
-/// for a tenant `<tenant>` (or that the path is an operations endpoint).
-pub fn explain(
-    config: &Config,
-    product: Option<crate::model::Product>,
-    method: &str,
-    path: &str,
-) -> String {
-    use crate::config::SarMapping;
-    let product = product.unwrap_or(config.products.default);
-    let method = method.to_ascii_uppercase();
-    let normalized = crate::ext_authz::normalize_path(path);
-    let table = match config.products.get(product) {
-        Some(section) => &section.actions,
-        None => &config.actions,
-    };
-    let mut out = format!("product  {product}\nrequest  {method} {normalized}\n");
-    match table.infer(&method, &normalized) {
-        None => out.push_str(
-            "action   deny: an operations endpoint, 403 without a review (unless the route sets an action)\n",
-        ),
-        Some(action) => {
-            let (group, resource) = config.products.sar_resource(product, &config.authorization);
-            let verb = config.authorization.verb(action);
-            out.push_str(&format!("action   {action}\n"));
-            out.push_str(&match config.authorization.mapping {
-                SarMapping::Namespace => format!(
-                    "SAR      namespace <tenant>, group {group}, resource {resource}, verb {verb}\n"
-                ),
-                SarMapping::TempoGateway => format!(
-                    "SAR      cluster scope, group {group}, resource <tenant>, name {resource}, verb {verb}\n"
-                ),
-            });
+/// `tenant-authz explain --tenant 'a|b' (--action A | --method M --path P)`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["action", "method"])))]
+pub struct ExplainArgs {
+    /// Tenant header value, `a` or `a|b`, checked as the server checks it
+    #[arg(long, value_name = "TENANTS")]
+    pub tenant: String,
+    /// The action, as a route's `action` context extension: read, write or manage
+    #[arg(long, value_name = "ACTION", value_parser = parse_action, conflicts_with_all = ["method", "path"])]
+    pub action: Option<crate::model::Action>,
+    /// HTTP method of the request whose action is inferred (with --path)
+    #[arg(long, value_name = "METHOD", requires = "path")]
+    pub method: Option<String>,
+    /// Path of the request, with or without a query string (with --method)
+    #[arg(long, value_name = "PATH", requires = "method")]
+    pub path: Option<String>,
+    /// tempo, loki, mimir or pyroscope, as a route's `product` context extension [default: products.default]
+    #[arg(long, value_name = "PRODUCT")]
+    pub product: Option<crate::model::Product>,
+    /// File holding the token (one trailing newline ignored) [default: stdin]
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// text, or json: one document with stable field names
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: ExplainOutput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExplainOutput {
+    Text,
+    Json,
+}
+
+fn parse_action(s: &str) -> Result<crate::model::Action, String> {
+    crate::model::Action::parse(s)
+        .ok_or_else(|| format!("{s:?} is not an action: read, write or manage"))
+}
+
+impl ExplainArgs {
+    /// What to explain, as the library takes it.
+    pub fn question(&self) -> crate::explain::Question {
+        use crate::explain::Target;
+        let target = match (&self.action, &self.method, &self.path) {
+            (Some(a), _, _) => Target::Action(*a),
+            (None, Some(method), Some(path)) => Target::Route {
+                method: method.clone(),
+                path: path.clone(),
+            },
+            // clap requires --action or both --method and --path.
+            _ => Target::Route {
+                method: self.method.clone().unwrap_or_else(|| "GET".into()),
+                path: self.path.clone().unwrap_or_else(|| "/".into()),
+            },
+        };
+        crate::explain::Question {
+            tenants: self.tenant.clone(),
+            target,
+            product: self.product,
         }
     }
-    out
 }
 
 /// The static backend's key for a token read from stdin.
@@ -316,29 +339,6 @@ mod tests {
         ] {
             assert!(help.contains(&expected), "--help lacks {expected}");
         }
-    }
-
-    #[test]
-    fn explain_names_the_product_action_and_sar() {
-        let c = Config::default();
-        let out = explain(
-            &c,
-            Some(crate::model::Product::Loki),
-            "get",
-            "/loki/api/v1//delete?x=1",
-        );
-        assert!(out.contains("product  loki"), "{out}");
-        assert!(out.contains("request  GET /loki/api/v1/delete"), "{out}");
-        assert!(out.contains("action   manage"), "{out}");
-        assert!(
-            out.contains("group loki.grafana.com, resource logs, verb update"),
-            "{out}"
-        );
-        let out = explain(&c, None, "GET", "/status/overrides");
-        assert!(
-            out.contains("product  tempo") && out.contains("deny"),
-            "{out}"
-        );
     }
 
     #[test]

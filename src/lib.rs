@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod ext_authz;
 pub mod metrics;
 pub mod model;
