@@ -23,7 +23,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[command(name = "tenant-authz", version, max_term_width = 100)]
 pub struct Cli {
     /// YAML config file; flags and TENANT_AUTHZ_* variables override its fields.
-    #[arg(long, env = "TENANT_AUTHZ_CONFIG", value_name = "FILE", global = true)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Print the effective configuration as YAML and exit.
@@ -34,40 +34,61 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// ext_authz gRPC listen address [default: 0.0.0.0:9001]
-    #[arg(long, env = "TENANT_AUTHZ_GRPC_ADDR", value_name = "ADDR")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_GRPC_ADDR",
+        value_name = "ADDR"
+    )]
     pub grpc_addr: Option<SocketAddr>,
 
     /// Admin HTTP listen address (/healthz, /readyz, /metrics) [default: 0.0.0.0:9090]
-    #[arg(long, env = "TENANT_AUTHZ_ADMIN_ADDR", value_name = "ADDR")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_ADMIN_ADDR",
+        value_name = "ADDR"
+    )]
     pub admin_addr: Option<SocketAddr>,
 
     /// Log format [default: text]
-    #[arg(long, env = "TENANT_AUTHZ_LOG_FORMAT", value_enum)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
     /// Header carrying the tenant(s), `a` or `a|b` [default: x-scope-orgid]
-    #[arg(long, env = "TENANT_AUTHZ_TENANT_HEADER", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_TENANT_HEADER",
+        value_name = "NAME"
+    )]
     pub tenant_header: Option<String>,
 
     /// Longest bearer token accepted, in bytes [default: 16384]
-    #[arg(long, env = "TENANT_AUTHZ_MAX_TOKEN_BYTES", value_name = "BYTES")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_MAX_TOKEN_BYTES",
+        value_name = "BYTES"
+    )]
     pub max_token_bytes: Option<usize>,
 
     /// Deadline of one decision; keep it below Envoy's ext_authz timeout [default: 1s 500ms]
-    #[arg(long, env = "TENANT_AUTHZ_DECISION_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_DECISION_TIMEOUT", value_name = "DURATION", value_parser = duration)]
     pub decision_timeout: Option<Duration>,
 
     /// After SIGTERM, keep serving this long while /readyz says 503 [default: 0s]
-    #[arg(long, env = "TENANT_AUTHZ_SHUTDOWN_DELAY", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_SHUTDOWN_DELAY", value_name = "DURATION", value_parser = duration)]
     pub shutdown_delay: Option<Duration>,
 
     /// Then wait at most this long for in-flight checks [default: 10s]
-    #[arg(long, env = "TENANT_AUTHZ_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = duration)]
     pub shutdown_grace: Option<Duration>,
 
     /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, then in-cluster]
     #[arg(
         long,
+        global = true,
         env = "TENANT_AUTHZ_KUBECONFIG",
         value_name = "FILE",
         global = true
@@ -77,6 +98,7 @@ pub struct Cli {
     /// TokenReview audiences, comma-separated [default: none, the API server's]
     #[arg(
         long,
+        global = true,
         env = "TENANT_AUTHZ_AUDIENCES",
         value_name = "LIST",
         value_delimiter = ','
@@ -84,76 +106,122 @@ pub struct Cli {
     pub audiences: Option<Vec<String>>,
 
     /// Most reviews in flight to the API at once: half TokenReviews, half SARs [default: 32]
-    #[arg(long, env = "TENANT_AUTHZ_MAX_CONCURRENT_REVIEWS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_MAX_CONCURRENT_REVIEWS",
+        value_name = "N"
+    )]
     pub max_concurrent_reviews: Option<usize>,
 
     /// Most SubjectAccessReviews in flight for one Check [default: 4]
-    #[arg(long, env = "TENANT_AUTHZ_MAX_REVIEWS_PER_CHECK", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_MAX_REVIEWS_PER_CHECK",
+        value_name = "N"
+    )]
     pub max_reviews_per_check: Option<usize>,
 
     /// SAR shape: namespace, or tempo-gateway (the Tempo Operator gateway's) [default: namespace]
-    #[arg(long, env = "TENANT_AUTHZ_SAR_MAPPING", value_enum)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_SAR_MAPPING", value_enum)]
     pub sar_mapping: Option<crate::config::SarMapping>,
 
     /// SubjectAccessReview API group of Tempo (other products: products.*.group) [default: tempo.grafana.com]
-    #[arg(long, env = "TENANT_AUTHZ_SAR_GROUP", value_name = "GROUP")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_SAR_GROUP",
+        value_name = "GROUP"
+    )]
     pub sar_group: Option<String>,
 
     /// Product of a route that names none and whose port is not in products.by_port:
     /// tempo, loki, mimir or pyroscope [default: tempo]
-    #[arg(long, env = "TENANT_AUTHZ_DEFAULT_PRODUCT", value_name = "PRODUCT")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_DEFAULT_PRODUCT",
+        value_name = "PRODUCT"
+    )]
     pub default_product: Option<crate::model::Product>,
 
     /// SubjectAccessReview resource of Tempo (other products: products.*.resource) [default: traces]
-    #[arg(long, env = "TENANT_AUTHZ_SAR_RESOURCE", value_name = "RESOURCE")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_SAR_RESOURCE",
+        value_name = "RESOURCE"
+    )]
     pub sar_resource: Option<String>,
 
     /// Bound of the allowed-decisions cache [default: 100000]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_MAX_ENTRIES", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_CACHE_MAX_ENTRIES",
+        value_name = "N"
+    )]
     pub cache_max_entries: Option<u64>,
 
     /// Bound of the identities cache (TokenReview answers) [default: 10000]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_MAX_IDENTITIES", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_CACHE_MAX_IDENTITIES",
+        value_name = "N"
+    )]
     pub cache_max_identities: Option<u64>,
 
     /// Bound of each negative cache (rejected tokens; denials) [default: 10000]
     #[arg(
         long,
+        global = true,
         env = "TENANT_AUTHZ_CACHE_MAX_NEGATIVE_ENTRIES",
         value_name = "N"
     )]
     pub cache_max_negative_entries: Option<u64>,
 
     /// How long an allowed decision is reused [default: 1m]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_allowed_ttl: Option<Duration>,
 
     /// How long a denied decision is reused [default: 10s]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_DENIED_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_DENIED_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_denied_ttl: Option<Duration>,
 
     /// How long a rejected token is remembered [default: 10s]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_UNAUTHENTICATED_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_UNAUTHENTICATED_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_unauthenticated_ttl: Option<Duration>,
 
     /// How long an identity is reused, capped by the token's exp [default: 2m]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_identity_ttl: Option<Duration>,
 
     /// Allowed TTL while the RBAC watches are up [default: 10m]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_WATCHED_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_WATCHED_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_watched_allowed_ttl: Option<Duration>,
 
     /// Identity TTL while the ServiceAccount watch is up [default: 10m]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_WATCHED_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_WATCHED_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_watched_identity_ttl: Option<Duration>,
 
     /// Watch RBAC, ServiceAccounts and Namespaces to revoke at once: true or false [default: true]
-    #[arg(long, env = "TENANT_AUTHZ_WATCH_RBAC", value_name = "BOOL")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_WATCH_RBAC",
+        value_name = "BOOL"
+    )]
     pub watch_rbac: Option<bool>,
 
     /// Also watch Pods (metadata), for pod-bound tokens: true or false [default: false]
-    #[arg(long, env = "TENANT_AUTHZ_WATCH_PODS", value_name = "BOOL")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_WATCH_PODS",
+        value_name = "BOOL"
+    )]
     pub watch_pods: Option<bool>,
 }
 

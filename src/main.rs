@@ -8,7 +8,10 @@ use tenant_authz::cli::{hash_token, Cli, Command, ExplainArgs, ExplainOutput};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     if let Some(Command::HashToken) = cli.command {
         let mut input = String::new();
         std::io::stdin()
@@ -26,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         let _ = std::io::stdout().flush();
-        std::process::exit(code.into());
+        std::process::exit(code);
     }
     let config = cli.load().context("invalid configuration")?;
     if cli.print_config {
@@ -37,6 +40,20 @@ async fn main() -> anyhow::Result<()> {
     tenant_authz::run(config, shutdown_signal())
         .await
         .context("tenant-authz stopped with an error")
+}
+
+/// Exits with clap's usage error, except that `explain` never echoes an argument it did not
+/// expect: that is where a token pasted on the command line would be.
+fn usage_error(e: clap::Error) -> ! {
+    let explain = std::env::args_os().any(|a| a == "explain");
+    if explain && e.kind() == clap::error::ErrorKind::UnknownArgument {
+        eprintln!(
+            "error: unexpected argument (not shown: it may be a token). The token is read from \
+             --token-file or stdin, never from the command line; see tenant-authz explain --help"
+        );
+        std::process::exit(2);
+    }
+    e.exit()
 }
 
 /// `tenant-authz explain`: the exit code of the answer, or an error (exit 2) when the config,

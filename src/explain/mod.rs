@@ -195,7 +195,8 @@ fn outcome(http_status: u16) -> &'static str {
 /// The configured backend, built as the server builds it.
 enum Engine {
     Static(Arc<StaticReviewer>),
-    Kubernetes(KubeReviewer),
+    // Boxed: one is built per run, and the static variant need not be 256 bytes.
+    Kubernetes(Box<KubeReviewer>),
 }
 
 impl Engine {
@@ -205,14 +206,14 @@ impl Engine {
             Backend::Kubernetes => {
                 let backstop = config.decision_timeout + Duration::from_secs(1);
                 let client = crate::server::kube_client(config, backstop).await?;
-                Engine::Kubernetes(
+                Engine::Kubernetes(Box::new(
                     KubeReviewer::new(
                         client,
                         config.kubernetes.audiences.clone(),
                         config.authorization.clone(),
                     )
                     .with_products(&config.products),
-                )
+                ))
             }
         })
     }
@@ -335,11 +336,11 @@ fn identity_report(
     let (expires, expires_in_seconds) = if left == Duration::MAX {
         (None, None)
     } else {
-        let secs = left.as_secs();
+        // `now + left` is `exp` itself: `left` was computed from this `now`.
         let at = now
-            .checked_add(Duration::from_secs(secs))
+            .checked_add(left)
             .map(|t| humantime::format_rfc3339_seconds(t).to_string());
-        (at, Some(secs))
+        (at, Some(left.as_secs()))
     };
     IdentityReport {
         user: identity.username.clone(),

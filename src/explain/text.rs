@@ -214,10 +214,12 @@ fn tenant(out: &mut String, c: &TenantCheck) {
     if let Some(e) = &c.error {
         let _ = write!(answer, ": {e}");
     }
-    if c.decision == "denied" && c.reason.is_none() && c.evaluation_error.is_none() {
-        if c.question.get("resourceAttributes").is_some() {
-            answer.push_str(" (no reason given: no RBAC rule allows it)");
-        }
+    if c.decision == "denied"
+        && c.reason.is_none()
+        && c.evaluation_error.is_none()
+        && c.question.get("resourceAttributes").is_some()
+    {
+        answer.push_str(" (no reason given: no RBAC rule allows it)");
     }
     line(out, 2, "answer", answer);
     if let Some(g) = &c.grant {

@@ -380,6 +380,53 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn explain_access_names_the_matching_or_the_closest_grant() {
+        let r = StaticReviewer::new(&config());
+        let bob = Identity {
+            username: "bob".into(),
+            groups: vec!["team".into()],
+            ..Default::default()
+        };
+        let carol = Identity {
+            username: "carol".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            r.explain_access(&bob, &t("a"), Product::Tempo, Action::Read),
+            GrantMatch::Matched(GrantView { index: 0, .. })
+        ));
+        // bob's own grant on another tenant is closer than alice's grant that has the tenant.
+        assert_eq!(
+            r.explain_access(&bob, &t("b"), Product::Tempo, Action::Read),
+            GrantMatch::Closest {
+                grant: Data::compile(&config()).grants[0].view(0),
+                missing: vec![Missing::Tenant],
+            }
+        );
+        // Right tenant, wrong action.
+        match r.explain_access(&bob, &t("a"), Product::Tempo, Action::Manage) {
+            GrantMatch::Closest { grant, missing } => {
+                assert_eq!((grant.index, missing), (0, vec![Missing::Action]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nobody's grant: the subject is missing everywhere; the first of the closest wins.
+        match r.explain_access(&carol, &t("z"), Product::Loki, Action::Write) {
+            GrantMatch::Closest { grant, missing } => {
+                assert_eq!(grant.index, 1);
+                assert_eq!(grant.tenants, vec!["*".to_string()]);
+                assert_eq!(missing, vec![Missing::Subject, Missing::Product]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let empty = StaticReviewer::new(&StaticConfig::default());
+        assert_eq!(
+            empty.explain_access(&bob, &t("a"), Product::Tempo, Action::Read),
+            GrantMatch::NoGrants
+        );
+    }
+
     #[tokio::test]
     async fn replace_swaps_the_data() {
         let r = Arc::new(StaticReviewer::new(&config()));
