@@ -230,8 +230,9 @@ pub enum Command {
     /// Read a token on stdin and print its SHA-256, for the static backend's identities.
     /// One trailing newline is ignored; the token itself is never printed.
     HashToken,
-    /// Why a token gets 200, 401 or 403: runs the server's parser and the configured backend
-    /// for one request and prints each step (route rule, identity, each tenant's question and
+    /// Explain why a token gets 200, 401, 403 or 503 for a request, step by step.
+    ///
+    /// Runs the server's parser and the configured backend for one request and prints each step (route rule, identity, each tenant's question and
     /// answer, what would grant a denial). The token is read from --token-file or stdin, never
     /// from the command line. Exit: 0 allowed, 3 bad request (400), 4 unauthenticated (401),
     /// 5 forbidden (403), 6 cannot decide (503), 2 usage or configuration error.
@@ -240,7 +241,10 @@ pub enum Command {
 
 /// `tenant-authz explain --tenant 'a|b' (--action A | --method M --path P)`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["action", "method"])))]
+#[command(
+    group(clap::ArgGroup::new("what").required(true).args(["action", "method"])),
+    next_help_heading = "What to explain (the server's options above apply too)"
+)]
 pub struct ExplainArgs {
     /// Tenant header value, `a` or `a|b`, checked as the server checks it
     #[arg(long, value_name = "TENANTS")]
