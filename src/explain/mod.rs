@@ -12,23 +12,23 @@
 //! no field of [`Report`] is built from it except the JWT expiry.
 
 mod fix;
+mod report;
+mod route;
 mod text;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use serde::Serialize;
-
 use crate::config::{Backend, Config};
-use crate::ext_authz::{normalize_path, RequestParser};
+use crate::ext_authz::RequestParser;
 use crate::model::{Action, BearerToken, DenyReason, Identity, Product, Tenant};
 use crate::review::kube::KubeReviewer;
-use crate::review::static_::{GrantMatch, GrantView, Missing, StaticReviewer};
+use crate::review::static_::{GrantMatch, StaticReviewer};
 use crate::review::{Authentication, Authorization, ReviewError, Reviewer};
 
 pub use fix::{kubectl_fix, quote, static_fix, KitRole, SarShape, KIT_ROLES};
+pub use report::{exit_code, IdentityReport, Report, RequestReport, RuleReport, TenantCheck};
+use route::{check_request, request_report};
 pub use text::render_text;
 
 /// What to explain: the tenant header's value and either an action or a request line.
@@ -76,122 +76,6 @@ pub fn token_from_input(input: Vec<u8>) -> Result<BearerToken, ExplainError> {
     Ok(BearerToken::from_secret(text))
 }
 
-/// The whole explanation; `--output json` prints it as is. Field names are stable (README,
-/// "Why 403?").
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    /// `allowed`, `bad_request`, `unauthenticated`, `forbidden`, `unavailable` or
-    /// `misconfigured`.
-    pub outcome: &'static str,
-    /// What the server would answer: 200, 400, 401, 403, 503 or 500.
-    pub http_status: u16,
-    /// This command's exit code for that answer.
-    pub exit_code: u8,
-    /// The denial's message, as the server sends it to the client; `None` when allowed.
-    pub reason: Option<String>,
-    /// `kubernetes` or `static`.
-    pub backend: &'static str,
-    pub request: RequestReport,
-    /// The tenants as parsed, in the header's order; empty when the header did not parse.
-    pub tenants: Vec<String>,
-    /// Who the token is; `None` when it was not authenticated (or not asked).
-    pub identity: Option<IdentityReport>,
-    /// One per tenant, in order, each asked even after a denial.
-    pub checks: Vec<TenantCheck>,
-}
-
-/// The product and action, and with `--method/--path` how the action was inferred.
-#[derive(Clone, Debug, Serialize)]
-pub struct RequestReport {
-    pub product: Product,
-    pub method: Option<String>,
-    pub path: Option<String>,
-    /// The path the route rules see (no query, decoded, dot segments resolved).
-    pub normalized_path: Option<String>,
-    /// The first rule that matched; `None` with `--action` or when a default applied.
-    pub rule: Option<RuleReport>,
-    /// `flag` (--action), `rule`, `default` (unmatched GET/HEAD/OPTIONS) or `default_unsafe`.
-    pub action_source: &'static str,
-    /// `None`: a `deny` rule matched (an operations endpoint, 403 without a review).
-    pub action: Option<Action>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RuleReport {
-    /// The rule's place in the config: `actions.rules[3]`, `products.loki.actions.rules[0]`.
-    pub field: String,
-    pub methods: Vec<String>,
-    pub path: Option<String>,
-    pub path_prefix: Option<String>,
-    /// `read`, `write`, `manage` or `deny`.
-    pub action: &'static str,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct IdentityReport {
-    pub user: String,
-    pub uid: String,
-    pub groups: Vec<String>,
-    /// Audiences the TokenReview accepted the token for, among `kubernetes.audiences`; empty
-    /// when none are configured (the API server's own audience applies) or with the static
-    /// backend.
-    pub audiences: Vec<String>,
-    /// `exp` of the token, when it is a JWT (read without verifying: the backend vouched for
-    /// the token), RFC 3339.
-    pub expires: Option<String>,
-    /// Seconds from now to `expires` (0: expired).
-    pub expires_in_seconds: Option<u64>,
-}
-
-/// One tenant's question and answer.
-#[derive(Clone, Debug, Serialize)]
-pub struct TenantCheck {
-    pub tenant: String,
-    /// `allowed`, `denied` or `unavailable`.
-    pub decision: &'static str,
-    /// Kubernetes: the SubjectAccessReview `spec` sent (user, uid, groups, extra,
-    /// resourceAttributes). Static: `{user, groups, tenant, product, action}`.
-    pub question: serde_json::Value,
-    /// Kubernetes: the answer's `status.reason`.
-    pub reason: Option<String>,
-    /// Kubernetes: the answer's `status.evaluationError`.
-    pub evaluation_error: Option<String>,
-    /// Why no decision could be made (`unavailable`).
-    pub error: Option<String>,
-    /// Static: the grant that allowed it.
-    pub grant: Option<GrantView>,
-    /// Static: the closest grant when none allowed it, and what it lacks (`subject`, `tenant`,
-    /// `product`, `action`).
-    pub closest_grant: Option<GrantView>,
-    pub missing: Vec<Missing>,
-    /// What would grant it (denied only): `kubectl` lines, or the edit of the config file.
-    pub fix: Vec<String>,
-}
-
-/// Exit code of an HTTP answer: 0 allowed, 3 bad request, 4 unauthenticated, 5 forbidden,
-/// 6 cannot decide, 2 a configuration error (500).
-pub fn exit_code(http_status: u16) -> u8 {
-    match http_status {
-        200 => 0,
-        400 => 3,
-        401 => 4,
-        403 => 5,
-        503 => 6,
-        _ => 2,
-    }
-}
-
-fn outcome(http_status: u16) -> &'static str {
-    match http_status {
-        200 => "allowed",
-        400 => "bad_request",
-        401 => "unauthenticated",
-        403 => "forbidden",
-        503 => "unavailable",
-        _ => "misconfigured",
-    }
-}
-
 /// The configured backend, built as the server builds it.
 enum Engine {
     Static(Arc<StaticReviewer>),
@@ -229,97 +113,6 @@ impl Engine {
         match self {
             Engine::Static(r) => r.remedy(tenant, product, action),
             Engine::Kubernetes(r) => r.remedy(tenant, product, action),
-        }
-    }
-}
-
-/// The server's parser, fed the request this question describes. Built as Envoy would send
-/// it, so the tenant header, token and route rules are judged by the same code.
-fn check_request(config: &Config, question: &Question, token: &BearerToken) -> CheckRequest {
-    let (method, path) = match &question.target {
-        Target::Action(_) => ("GET".to_string(), "/".to_string()),
-        Target::Route { method, path } => (method.to_ascii_uppercase(), path.clone()),
-    };
-    let mut headers = std::collections::HashMap::new();
-    headers.insert(
-        "authorization".to_string(),
-        format!("Bearer {}", token.expose_secret()),
-    );
-    headers.insert(config.tenant_header.clone(), question.tenants.clone());
-    let mut context_extensions = std::collections::HashMap::new();
-    if let Some(p) = question.product {
-        context_extensions.insert("product".to_string(), p.to_string());
-    }
-    if let Target::Action(a) = &question.target {
-        context_extensions.insert("action".to_string(), a.to_string());
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method,
-                    path,
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions,
-            ..Default::default()
-        }),
-    }
-}
-
-/// How the route tables see the question: product, normalised path, the rule that matched.
-fn request_report(config: &Config, question: &Question) -> RequestReport {
-    let product = question.product.unwrap_or(config.products.default);
-    match &question.target {
-        Target::Action(action) => RequestReport {
-            product,
-            method: None,
-            path: None,
-            normalized_path: None,
-            rule: None,
-            action_source: "flag",
-            action: Some(*action),
-        },
-        Target::Route { method, path } => {
-            let method = method.to_ascii_uppercase();
-            let normalized = normalize_path(path);
-            let routes = crate::ext_authz::request::Routes::from_config(config);
-            let field = match product {
-                Product::Tempo => "actions".to_string(),
-                p => format!("products.{p}.actions"),
-            };
-            let (rule, action_source, action) = match routes.table(product) {
-                None => (None, "default", None),
-                Some(table) => match table.matching_rule(&method, &normalized) {
-                    Some((i, r)) => (
-                        Some(RuleReport {
-                            field: format!("{field}.rules[{i}]"),
-                            methods: r.methods.clone(),
-                            path: r.path.clone(),
-                            path_prefix: r.path_prefix.clone(),
-                            action: r.action.as_str(),
-                        }),
-                        "rule",
-                        r.action.action(),
-                    ),
-                    None if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") => {
-                        (None, "default", Some(table.default))
-                    }
-                    None => (None, "default_unsafe", Some(table.default_unsafe)),
-                },
-            };
-            RequestReport {
-                product,
-                method: Some(method),
-                path: Some(path.clone()),
-                normalized_path: Some(normalized),
-                rule,
-                action_source,
-                action,
-            }
         }
     }
 }
@@ -451,16 +244,6 @@ fn denial_detail(check: &TenantCheck) -> Option<String> {
     .collect::<Vec<_>>()
     .join("; ");
     (!detail.is_empty()).then_some(detail)
-}
-
-impl Report {
-    fn denied(mut self, reason: &DenyReason) -> Self {
-        self.http_status = reason.http_status();
-        self.exit_code = exit_code(self.http_status);
-        self.outcome = outcome(self.http_status);
-        self.reason = Some(reason.to_string());
-        self
-    }
 }
 
 /// One tenant: the backend's question, its answer, and what would grant a denial.

@@ -1,5 +1,6 @@
+use super::report::outcome;
 use super::*;
-use crate::review::static_::GrantView;
+use crate::review::static_::{GrantView, Missing};
 
 #[test]
 fn exit_codes_follow_the_http_answer() {
