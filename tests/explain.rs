@@ -706,6 +706,55 @@ async fn kube_forbidden_prints_the_kubectl_line_for_the_kit_role() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_identity_shows_the_accepted_audiences() {
+    const BOUND: &str = "Tn4Ky8Qw1Zp6Rv3Xm9Lb2Hc7Fd5Gj0Sa";
+    let fake = fake().await;
+    fake.add_token_with_audiences(
+        BOUND,
+        FakeUser::service_account("showcase", "query"),
+        &["tempo", "other"],
+    );
+    let args = kube_args(
+        fake.kubeconfig_path(),
+        &[
+            "--audiences",
+            "tempo,loki",
+            "--tenant",
+            "showcase",
+            "--action",
+            "read",
+            "--output",
+            "json",
+        ],
+    );
+    let report = explain_async(args, BOUND).await.expect(0).json();
+    assert_eq!(report["identity"]["audiences"], json!(["tempo"]));
+    assert_eq!(
+        fake.received_token_reviews()[0]["spec"]["audiences"],
+        json!(["tempo", "loki"])
+    );
+    // A token for none of them: 401 naming the audiences expected.
+    let args = kube_args(
+        fake.kubeconfig_path(),
+        &[
+            "--audiences",
+            "loki",
+            "--tenant",
+            "showcase",
+            "--action",
+            "read",
+        ],
+    );
+    let run = explain_async(args, BOUND).await.expect(4);
+    assert!(
+        run.stdout
+            .contains("is invalid for the target audiences [\"loki\"]"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_bad_tenant_is_exit_3_without_an_api_call() {
     let fake = fake().await;
     let args = kube_args(

@@ -5,8 +5,10 @@
 //! and route inference), then the configured [`Reviewer`]'s authenticate and authorize (for
 //! Kubernetes, the same SubjectAccessReview body and every answer check of
 //! [`crate::review::kube::answer`]). Unlike the server it asks every tenant, even after a
-//! denial, so each one's answer is shown; and it uses no cache, so it shows what the backend
-//! says now (a server may still answer from its cache for up to `cache.allowed_ttl`).
+//! denial, so each one's answer is shown, one at a time, each review with the whole
+//! `decision_timeout` (the server shares one deadline among a Check's reviews); and it uses no
+//! cache, so it shows what the backend says now (a server may still answer from its cache for
+//! up to `cache.allowed_ttl`).
 //!
 //! The token goes into the parser's `Authorization` header and to the backend, nowhere else:
 //! no field of [`Report`] is built from it except the JWT expiry.
