@@ -485,7 +485,7 @@ impl<R: Reviewer> Authorizer<R> {
         });
         if let Err(error) = &result {
             // The operator's view; the client gets a shorter reason (see `unavailable`).
-            tracing::warn!(backend = self.reviewer.name(), kind = kind.as_str(), outcome = error.outcome(), %error, "review failed");
+            tracing::warn!(kind = kind.as_str(), outcome = error.outcome(), error = %error.describe(&self.reviewer), "review failed");
         }
         result
     }

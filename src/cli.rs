@@ -23,7 +23,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[command(name = "tenant-authz", version, max_term_width = 100)]
 pub struct Cli {
     /// YAML config file; flags and TENANT_AUTHZ_* variables override its fields.
-    #[arg(long, env = "TENANT_AUTHZ_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Print the effective configuration as YAML and exit.
@@ -34,52 +34,80 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// ext_authz gRPC listen address [default: 0.0.0.0:9001]
-    #[arg(long, env = "TENANT_AUTHZ_GRPC_ADDR", value_name = "ADDR")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_GRPC_ADDR",
+        value_name = "ADDR"
+    )]
     pub grpc_addr: Option<SocketAddr>,
 
     /// Admin HTTP listen address (/healthz, /readyz, /metrics, /debug/*) [default: 0.0.0.0:9090]
-    #[arg(long, env = "TENANT_AUTHZ_ADMIN_ADDR", value_name = "ADDR")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_ADMIN_ADDR",
+        value_name = "ADDR"
+    )]
     pub admin_addr: Option<SocketAddr>,
 
     /// Log format [default: text]
-    #[arg(long, env = "TENANT_AUTHZ_LOG_FORMAT", value_enum)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
     /// Share of cached allows logged at info, 0.0 to 1.0 (the rest at debug) [default: 0]
     #[arg(
         long,
+        global = true,
         env = "TENANT_AUTHZ_LOG_CACHED_ALLOW_SAMPLE_RATIO",
         value_name = "RATIO"
     )]
     pub log_cached_allow_sample_ratio: Option<f64>,
 
     /// Header carrying the tenant(s), `a` or `a|b` [default: x-scope-orgid]
-    #[arg(long, env = "TENANT_AUTHZ_TENANT_HEADER", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_TENANT_HEADER",
+        value_name = "NAME"
+    )]
     pub tenant_header: Option<String>,
 
     /// Longest bearer token accepted, in bytes [default: 16384]
-    #[arg(long, env = "TENANT_AUTHZ_MAX_TOKEN_BYTES", value_name = "BYTES")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_MAX_TOKEN_BYTES",
+        value_name = "BYTES"
+    )]
     pub max_token_bytes: Option<usize>,
 
     /// Deadline of one decision; keep it below Envoy's ext_authz timeout [default: 1s 500ms]
-    #[arg(long, env = "TENANT_AUTHZ_DECISION_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_DECISION_TIMEOUT", value_name = "DURATION", value_parser = duration)]
     pub decision_timeout: Option<Duration>,
 
     /// After SIGTERM, keep serving this long while /readyz says 503 [default: 0s]
-    #[arg(long, env = "TENANT_AUTHZ_SHUTDOWN_DELAY", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_SHUTDOWN_DELAY", value_name = "DURATION", value_parser = duration)]
     pub shutdown_delay: Option<Duration>,
 
     /// Then wait at most this long for in-flight checks [default: 10s]
-    #[arg(long, env = "TENANT_AUTHZ_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = duration)]
     pub shutdown_grace: Option<Duration>,
 
     /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, then in-cluster]
-    #[arg(long, env = "TENANT_AUTHZ_KUBECONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_KUBECONFIG",
+        value_name = "FILE",
+        global = true
+    )]
     pub kubeconfig: Option<PathBuf>,
 
     /// TokenReview audiences, comma-separated [default: none, the API server's]
     #[arg(
         long,
+        global = true,
         env = "TENANT_AUTHZ_AUDIENCES",
         value_name = "LIST",
         value_delimiter = ','
@@ -87,76 +115,122 @@ pub struct Cli {
     pub audiences: Option<Vec<String>>,
 
     /// Most reviews in flight to the API at once: half TokenReviews, half SARs [default: 32]
-    #[arg(long, env = "TENANT_AUTHZ_MAX_CONCURRENT_REVIEWS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_MAX_CONCURRENT_REVIEWS",
+        value_name = "N"
+    )]
     pub max_concurrent_reviews: Option<usize>,
 
     /// Most SubjectAccessReviews in flight for one Check [default: 4]
-    #[arg(long, env = "TENANT_AUTHZ_MAX_REVIEWS_PER_CHECK", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_MAX_REVIEWS_PER_CHECK",
+        value_name = "N"
+    )]
     pub max_reviews_per_check: Option<usize>,
 
     /// SAR shape: namespace, or tempo-gateway (the Tempo Operator gateway's) [default: namespace]
-    #[arg(long, env = "TENANT_AUTHZ_SAR_MAPPING", value_enum)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_SAR_MAPPING", value_enum)]
     pub sar_mapping: Option<crate::config::SarMapping>,
 
     /// SubjectAccessReview API group of Tempo (other products: products.*.group) [default: tempo.grafana.com]
-    #[arg(long, env = "TENANT_AUTHZ_SAR_GROUP", value_name = "GROUP")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_SAR_GROUP",
+        value_name = "GROUP"
+    )]
     pub sar_group: Option<String>,
 
     /// Product of a route that names none and whose port is not in products.by_port:
     /// tempo, loki, mimir or pyroscope [default: tempo]
-    #[arg(long, env = "TENANT_AUTHZ_DEFAULT_PRODUCT", value_name = "PRODUCT")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_DEFAULT_PRODUCT",
+        value_name = "PRODUCT"
+    )]
     pub default_product: Option<crate::model::Product>,
 
     /// SubjectAccessReview resource of Tempo (other products: products.*.resource) [default: traces]
-    #[arg(long, env = "TENANT_AUTHZ_SAR_RESOURCE", value_name = "RESOURCE")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_SAR_RESOURCE",
+        value_name = "RESOURCE"
+    )]
     pub sar_resource: Option<String>,
 
     /// Bound of the allowed-decisions cache [default: 100000]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_MAX_ENTRIES", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_CACHE_MAX_ENTRIES",
+        value_name = "N"
+    )]
     pub cache_max_entries: Option<u64>,
 
     /// Bound of the identities cache (TokenReview answers) [default: 10000]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_MAX_IDENTITIES", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_CACHE_MAX_IDENTITIES",
+        value_name = "N"
+    )]
     pub cache_max_identities: Option<u64>,
 
     /// Bound of each negative cache (rejected tokens; denials) [default: 10000]
     #[arg(
         long,
+        global = true,
         env = "TENANT_AUTHZ_CACHE_MAX_NEGATIVE_ENTRIES",
         value_name = "N"
     )]
     pub cache_max_negative_entries: Option<u64>,
 
     /// How long an allowed decision is reused [default: 1m]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_allowed_ttl: Option<Duration>,
 
     /// How long a denied decision is reused [default: 10s]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_DENIED_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_DENIED_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_denied_ttl: Option<Duration>,
 
     /// How long a rejected token is remembered [default: 10s]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_UNAUTHENTICATED_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_UNAUTHENTICATED_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_unauthenticated_ttl: Option<Duration>,
 
     /// How long an identity is reused, capped by the token's exp [default: 2m]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_identity_ttl: Option<Duration>,
 
     /// Allowed TTL while the RBAC watches are up [default: 10m]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_WATCHED_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_WATCHED_ALLOWED_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_watched_allowed_ttl: Option<Duration>,
 
     /// Identity TTL while the ServiceAccount watch is up [default: 10m]
-    #[arg(long, env = "TENANT_AUTHZ_CACHE_WATCHED_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_CACHE_WATCHED_IDENTITY_TTL", value_name = "DURATION", value_parser = duration)]
     pub cache_watched_identity_ttl: Option<Duration>,
 
     /// Watch RBAC, ServiceAccounts and Namespaces to revoke at once: true or false [default: true]
-    #[arg(long, env = "TENANT_AUTHZ_WATCH_RBAC", value_name = "BOOL")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_WATCH_RBAC",
+        value_name = "BOOL"
+    )]
     pub watch_rbac: Option<bool>,
 
     /// Also watch Pods (metadata), for pod-bound tokens: true or false [default: false]
-    #[arg(long, env = "TENANT_AUTHZ_WATCH_PODS", value_name = "BOOL")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANT_AUTHZ_WATCH_PODS",
+        value_name = "BOOL"
+    )]
     pub watch_pods: Option<bool>,
 }
 
@@ -165,56 +239,78 @@ pub enum Command {
     /// Read a token on stdin and print its SHA-256, for the static backend's identities.
     /// One trailing newline is ignored; the token itself is never printed.
     HashToken,
-    /// Print what a request would be asked as when its route sets no `action`: the product's
-    /// inferred action and the SubjectAccessReview (e.g. `explain --product loki GET
-    /// /loki/api/v1/delete`).
-    Explain {
-        /// tempo, loki, mimir or pyroscope [default: products.default]
-        #[arg(long, value_name = "PRODUCT")]
-        product: Option<crate::model::Product>,
-        /// HTTP method, e.g. GET, POST
-        method: String,
-        /// Path, with or without a query string
-        path: String,
-    },
+    /// Explain why a token gets 200, 401, 403 or 503 for a request, step by step.
+    ///
+    /// Runs the server's parser and the configured backend for one request and prints each step (route rule, identity, each tenant's question and
+    /// answer, what would grant a denial). The token is read from --token-file or stdin, never
+    /// from the command line. Exit: 0 allowed, 3 bad request (400), 4 unauthenticated (401),
+    /// 5 forbidden (403), 6 cannot decide (503), 2 usage or configuration error.
+    Explain(ExplainArgs),
 }
 
-/// What `tenant-authz explain` prints: product, normalised path, action, and the SAR asked
-/// for a tenant `<tenant>` (or that the path is an operations endpoint).
-pub fn explain(
-    config: &Config,
-    product: Option<crate::model::Product>,
-    method: &str,
-    path: &str,
-) -> String {
-    use crate::config::SarMapping;
-    let product = product.unwrap_or(config.products.default);
-    let method = method.to_ascii_uppercase();
-    let normalized = crate::ext_authz::normalize_path(path);
-    let table = match config.products.get(product) {
-        Some(section) => &section.actions,
-        None => &config.actions,
-    };
-    let mut out = format!("product  {product}\nrequest  {method} {normalized}\n");
-    match table.infer(&method, &normalized) {
-        None => out.push_str(
-            "action   deny: an operations endpoint, 403 without a review (unless the route sets an action)\n",
-        ),
-        Some(action) => {
-            let (group, resource) = config.products.sar_resource(product, &config.authorization);
-            let verb = config.authorization.verb(action);
-            out.push_str(&format!("action   {action}\n"));
-            out.push_str(&match config.authorization.mapping {
-                SarMapping::Namespace => format!(
-                    "SAR      namespace <tenant>, group {group}, resource {resource}, verb {verb}\n"
-                ),
-                SarMapping::TempoGateway => format!(
-                    "SAR      cluster scope, group {group}, resource <tenant>, name {resource}, verb {verb}\n"
-                ),
-            });
+/// `tenant-authz explain --tenant 'a|b' (--action A | --method M --path P)`.
+#[derive(Debug, clap::Args)]
+#[command(
+    group(clap::ArgGroup::new("what").required(true).args(["action", "method"])),
+    next_help_heading = "What to explain (the server's options above apply too)"
+)]
+pub struct ExplainArgs {
+    /// Tenant header value, `a` or `a|b`, checked as the server checks it
+    #[arg(long, value_name = "TENANTS")]
+    pub tenant: String,
+    /// The action, as a route's `action` context extension: read, write or manage
+    #[arg(long, value_name = "ACTION", value_parser = parse_action, conflicts_with_all = ["method", "path"])]
+    pub action: Option<crate::model::Action>,
+    /// HTTP method of the request whose action is inferred (with --path)
+    #[arg(long, value_name = "METHOD", requires = "path")]
+    pub method: Option<String>,
+    /// Path of the request, with or without a query string (with --method)
+    #[arg(long, value_name = "PATH", requires = "method")]
+    pub path: Option<String>,
+    /// tempo, loki, mimir or pyroscope, as a route's `product` context extension [default: products.default]
+    #[arg(long, value_name = "PRODUCT")]
+    pub product: Option<crate::model::Product>,
+    /// File holding the token (one trailing newline ignored) [default: stdin]
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// text, or json: one document with stable field names
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: ExplainOutput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExplainOutput {
+    Text,
+    Json,
+}
+
+fn parse_action(s: &str) -> Result<crate::model::Action, String> {
+    crate::model::Action::parse(s)
+        .ok_or_else(|| format!("{s:?} is not an action: read, write or manage"))
+}
+
+impl ExplainArgs {
+    /// What to explain, as the library takes it.
+    pub fn question(&self) -> crate::explain::Question {
+        use crate::explain::Target;
+        let target = match (&self.action, &self.method, &self.path) {
+            (Some(a), _, _) => Target::Action(*a),
+            (None, Some(method), Some(path)) => Target::Route {
+                method: method.clone(),
+                path: path.clone(),
+            },
+            // clap requires --action or both --method and --path.
+            _ => Target::Route {
+                method: self.method.clone().unwrap_or_else(|| "GET".into()),
+                path: self.path.clone().unwrap_or_else(|| "/".into()),
+            },
+        };
+        crate::explain::Question {
+            tenants: self.tenant.clone(),
+            target,
+            product: self.product,
         }
     }
-    out
 }
 
 /// The static backend's key for a token read from stdin.
@@ -326,29 +422,6 @@ mod tests {
         ] {
             assert!(help.contains(&expected), "--help lacks {expected}");
         }
-    }
-
-    #[test]
-    fn explain_names_the_product_action_and_sar() {
-        let c = Config::default();
-        let out = explain(
-            &c,
-            Some(crate::model::Product::Loki),
-            "get",
-            "/loki/api/v1//delete?x=1",
-        );
-        assert!(out.contains("product  loki"), "{out}");
-        assert!(out.contains("request  GET /loki/api/v1/delete"), "{out}");
-        assert!(out.contains("action   manage"), "{out}");
-        assert!(
-            out.contains("group loki.grafana.com, resource logs, verb update"),
-            "{out}"
-        );
-        let out = explain(&c, None, "GET", "/status/overrides");
-        assert!(
-            out.contains("product  tempo") && out.contains("deny"),
-            "{out}"
-        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod debug;
 pub mod error;
+pub mod explain;
 pub mod ext_authz;
 pub mod metrics;
 pub mod model;

@@ -2,13 +2,16 @@
 
 use anyhow::Context;
 use clap::Parser;
-use std::io::Read;
+use std::io::{IsTerminal, Read, Write};
 
-use tenant_authz::cli::{hash_token, Cli, Command};
+use tenant_authz::cli::{hash_token, Cli, Command, ExplainArgs, ExplainOutput};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     if let Some(Command::HashToken) = cli.command {
         let mut input = String::new();
         std::io::stdin()
@@ -17,19 +20,18 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", hash_token(&input).map_err(anyhow::Error::msg)?);
         return Ok(());
     }
-    let config = cli.load().context("invalid configuration")?;
-    if let Some(Command::Explain {
-        product,
-        method,
-        path,
-    }) = &cli.command
-    {
-        print!(
-            "{}",
-            tenant_authz::cli::explain(&config, *product, method, path)
-        );
-        return Ok(());
+    if let Some(Command::Explain(args)) = &cli.command {
+        let code = match explain(&cli, args).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("tenant-authz explain: {e:#}");
+                2
+            }
+        };
+        let _ = std::io::stdout().flush();
+        std::process::exit(code);
     }
+    let config = cli.load().context("invalid configuration")?;
     if cli.print_config {
         print!("{}", serde_yaml_ng::to_string(&config)?);
         return Ok(());
@@ -38,6 +40,58 @@ async fn main() -> anyhow::Result<()> {
     tenant_authz::run(config, shutdown_signal())
         .await
         .context("tenant-authz stopped with an error")
+}
+
+/// Exits with clap's usage error, except that `explain` never echoes an argument it did not
+/// expect: that is where a token pasted on the command line would be.
+fn usage_error(e: clap::Error) -> ! {
+    let explain = std::env::args_os().any(|a| a == "explain");
+    if explain && e.kind() == clap::error::ErrorKind::UnknownArgument {
+        eprintln!(
+            "error: unexpected argument (not shown: it may be a token). The token is read from \
+             --token-file or stdin, never from the command line; see tenant-authz explain --help"
+        );
+        std::process::exit(2);
+    }
+    e.exit()
+}
+
+/// `tenant-authz explain`: the exit code of the answer, or an error (exit 2) when the config,
+/// the token or the backend's set-up is not usable. No error names the token file's path: a
+/// token pasted where the path belongs would be printed.
+async fn explain(cli: &Cli, args: &ExplainArgs) -> anyhow::Result<i32> {
+    let config = cli.load().context("invalid configuration")?;
+    // A few bytes past the limit are enough for the parser to refuse a longer token (401), and
+    // a device that never ends cannot hang explain.
+    let limit = u64::try_from(config.max_token_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(3);
+    let mut input = Vec::new();
+    match &args.token_file {
+        Some(path) => {
+            std::fs::File::open(path)
+                .and_then(|f| f.take(limit).read_to_end(&mut input))
+                .context("cannot read the file given with --token-file")?;
+        }
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("reading the token from stdin (end with Ctrl-D); or use --token-file");
+            }
+            stdin
+                .lock()
+                .take(limit)
+                .read_to_end(&mut input)
+                .context("cannot read the token from stdin")?;
+        }
+    }
+    let token = tenant_authz::explain::token_from_input(input)?;
+    let report = tenant_authz::explain::explain(&config, &args.question(), &token).await?;
+    match args.output {
+        ExplainOutput::Text => print!("{}", tenant_authz::explain::render_text(&report)),
+        ExplainOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(report.exit_code.into())
 }
 
 /// Completes on SIGTERM or SIGINT.

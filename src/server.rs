@@ -132,7 +132,7 @@ async fn ignore_sighup() {
     }
 }
 
-async fn kube_client(config: &Config, read_timeout: Duration) -> Result<kube::Client> {
+pub(crate) async fn kube_client(config: &Config, read_timeout: Duration) -> Result<kube::Client> {
     let err = |e: &dyn std::fmt::Display| Error::KubeConfig(e.to_string());
     let mut kc = match &config.kubernetes.kubeconfig {
         Some(path) => {

@@ -72,6 +72,36 @@ pub enum ReviewError {
 }
 
 impl ReviewError {
+    /// Which review failed.
+    pub fn kind(&self) -> ReviewKind {
+        match self {
+            ReviewError::Api { kind, .. }
+            | ReviewError::Transport { kind, .. }
+            | ReviewError::Timeout { kind, .. }
+            | ReviewError::InvalidResponse { kind, .. } => *kind,
+        }
+    }
+
+    /// The whole message in a backend's own terms, for the log and `explain` (the client
+    /// gets less: see `authorizer::unavailable`).
+    pub fn describe<R: Reviewer>(&self, reviewer: &R) -> String {
+        let (backend, request) = (reviewer.name(), reviewer.request_name(self.kind()));
+        match self {
+            ReviewError::Api { code, message, .. } => {
+                format!("{backend} answered the {request} with HTTP {code}: {message}")
+            }
+            ReviewError::Transport { message, .. } => {
+                format!("cannot reach {backend} for the {request}: {message}")
+            }
+            ReviewError::Timeout { after, .. } => {
+                format!("{backend} did not answer the {request} within {after:?}")
+            }
+            ReviewError::InvalidResponse { message, .. } => {
+                format!("unusable {request} answer from {backend}: {message}")
+            }
+        }
+    }
+
     /// Bounded label for metrics.
     pub fn outcome(&self) -> &'static str {
         match self {

@@ -34,6 +34,17 @@ impl Grant {
         product: Product,
         action: Action,
     ) -> bool {
+        self.misses(identity, tenant, product, action).is_empty()
+    }
+
+    /// What this grant lacks to allow the request; empty when it allows it.
+    fn misses(
+        &self,
+        identity: &Identity,
+        tenant: &Tenant,
+        product: Product,
+        action: Action,
+    ) -> Vec<Missing> {
         let subject = self.users.contains(&identity.username)
             || self
                 .groups
@@ -44,8 +55,86 @@ impl Grant {
             .as_ref()
             .is_none_or(|ts| ts.iter().any(|t| t == tenant.as_str()));
         let product_ok = self.products.is_empty() || self.products.contains(&product);
-        subject && tenant_ok && product_ok && self.actions.contains(&action)
+        [
+            (!subject).then_some(Missing::Subject),
+            (!tenant_ok).then_some(Missing::Tenant),
+            (!product_ok).then_some(Missing::Product),
+            (!self.actions.contains(&action)).then_some(Missing::Action),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
+
+    fn view(&self, index: usize) -> GrantView {
+        GrantView {
+            index,
+            users: self.users.clone(),
+            groups: self.groups.clone(),
+            tenants: self.tenants.clone().unwrap_or_else(|| vec!["*".into()]),
+            products: self.products.clone(),
+            actions: self.actions.clone(),
+        }
+    }
+}
+
+/// What a grant does not cover of a request (`tenant-authz explain`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missing {
+    /// Names neither the user nor any of its groups.
+    Subject,
+    Tenant,
+    Product,
+    Action,
+}
+
+impl Missing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Missing::Subject => "subject",
+            Missing::Tenant => "tenant",
+            Missing::Product => "product",
+            Missing::Action => "action",
+        }
+    }
+}
+
+/// A grant as the config file states it, with its position in `static.grants`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GrantView {
+    pub index: usize,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    /// Names, or `["*"]`.
+    pub tenants: Vec<String>,
+    /// Empty: every product.
+    pub products: Vec<Product>,
+    pub actions: Vec<Action>,
+}
+
+/// Which grant decides a request (`tenant-authz explain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantMatch {
+    /// The first grant that allows it.
+    Matched(GrantView),
+    /// No grant allows it; this one comes closest, lacking `missing`.
+    Closest {
+        grant: GrantView,
+        missing: Vec<Missing>,
+    },
+    /// There are no grants at all.
+    NoGrants,
+}
+
+/// Closeness of a grant that does not allow a request: lower is closer. A grant for another
+/// subject weighs twice as much as any other gap, so "your own grant, on another tenant" (or
+/// "the right tenant, a different action") is shown before someone else's grant.
+fn distance(missing: &[Missing]) -> usize {
+    missing
+        .iter()
+        .map(|m| if *m == Missing::Subject { 2 } else { 1 })
+        .sum()
 }
 
 /// Parses a validated config's hex hash.
@@ -111,6 +200,37 @@ impl StaticReviewer {
     pub fn replace(&self, config: &StaticConfig) {
         let data = Arc::new(Data::compile(config));
         *self.data.write().unwrap_or_else(|p| p.into_inner()) = data;
+    }
+
+    /// The grant that allows `identity` to do `action` on `tenant` in `product`, or the
+    /// closest one that does not (fewest gaps, by [`distance`]; the first in the file on a
+    /// tie). Same rules as [`Reviewer::authorize`], which allows exactly when this matches.
+    pub fn explain_access(
+        &self,
+        identity: &Identity,
+        tenant: &Tenant,
+        product: Product,
+        action: Action,
+    ) -> GrantMatch {
+        let data = self.snapshot();
+        let mut closest: Option<(usize, usize, Vec<Missing>)> = None;
+        for (i, grant) in data.grants.iter().enumerate() {
+            let missing = grant.misses(identity, tenant, product, action);
+            if missing.is_empty() {
+                return GrantMatch::Matched(grant.view(i));
+            }
+            let d = distance(&missing);
+            if closest.as_ref().is_none_or(|(best, _, _)| d < *best) {
+                closest = Some((d, i, missing));
+            }
+        }
+        match closest {
+            Some((_, i, missing)) => GrantMatch::Closest {
+                grant: data.grants[i].view(i),
+                missing,
+            },
+            None => GrantMatch::NoGrants,
+        }
     }
 
     fn snapshot(&self) -> Arc<Data> {
@@ -262,6 +382,53 @@ mod tests {
             r.authorize(&alice, &t("anything"), Product::Loki, Action::Write)
                 .await
         ));
+    }
+
+    #[test]
+    fn explain_access_names_the_matching_or_the_closest_grant() {
+        let r = StaticReviewer::new(&config());
+        let bob = Identity {
+            username: "bob".into(),
+            groups: vec!["team".into()],
+            ..Default::default()
+        };
+        let carol = Identity {
+            username: "carol".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            r.explain_access(&bob, &t("a"), Product::Tempo, Action::Read),
+            GrantMatch::Matched(GrantView { index: 0, .. })
+        ));
+        // bob's own grant on another tenant is closer than alice's grant that has the tenant.
+        assert_eq!(
+            r.explain_access(&bob, &t("b"), Product::Tempo, Action::Read),
+            GrantMatch::Closest {
+                grant: Data::compile(&config()).grants[0].view(0),
+                missing: vec![Missing::Tenant],
+            }
+        );
+        // Right tenant, wrong action.
+        match r.explain_access(&bob, &t("a"), Product::Tempo, Action::Manage) {
+            GrantMatch::Closest { grant, missing } => {
+                assert_eq!((grant.index, missing), (0, vec![Missing::Action]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nobody's grant: the subject is missing everywhere; the first of the closest wins.
+        match r.explain_access(&carol, &t("z"), Product::Loki, Action::Write) {
+            GrantMatch::Closest { grant, missing } => {
+                assert_eq!(grant.index, 1);
+                assert_eq!(grant.tenants, vec!["*".to_string()]);
+                assert_eq!(missing, vec![Missing::Subject, Missing::Product]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let empty = StaticReviewer::new(&StaticConfig::default());
+        assert_eq!(
+            empty.explain_access(&bob, &t("a"), Product::Tempo, Action::Read),
+            GrantMatch::NoGrants
+        );
     }
 
     #[tokio::test]

@@ -79,7 +79,7 @@ impl RuleAction {
         }
     }
 
-    fn action(self) -> Option<Action> {
+    pub fn action(self) -> Option<Action> {
         match self {
             RuleAction::Read => Some(Action::Read),
             RuleAction::Write => Some(Action::Write),
@@ -184,11 +184,20 @@ impl ActionConfig {
     /// The action of a request by method and normalised path (no query string); `None` when
     /// a `deny` rule matches.
     pub fn infer(&self, method: &str, path: &str) -> Option<Action> {
-        match self.rules.iter().find(|r| r.matches(method, path)) {
-            Some(rule) => rule.action.action(),
+        match self.matching_rule(method, path) {
+            Some((_, rule)) => rule.action.action(),
             None if matches!(method, "GET" | "HEAD" | "OPTIONS") => Some(self.default),
             None => Some(self.default_unsafe),
         }
+    }
+
+    /// The first rule that matches, with its index in `rules` (what [`ActionConfig::infer`]
+    /// decides by; `None`: the table's defaults apply). For `tenant-authz explain`.
+    pub fn matching_rule(&self, method: &str, path: &str) -> Option<(usize, &ActionRule)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(method, path))
     }
 
     /// Checks every rule; `field` is the table's path in the config (`actions`).

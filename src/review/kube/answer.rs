@@ -328,6 +328,20 @@ struct SarStatus {
 
 /// What a SubjectAccessReview answer decides.
 pub fn sar_answer(status: u16, body: &[u8]) -> Result<Verdict, ReviewError> {
+    sar_answer_with_notes(status, body).map(|(decision, _)| decision)
+}
+
+/// The API's own words beside a SubjectAccessReview decision, scrubbed like every text from
+/// an answer (for `tenant-authz explain`, which shows them even for an allow).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SarNotes {
+    pub reason: Option<String>,
+    pub evaluation_error: Option<String>,
+}
+
+/// [`sar_answer`], with the answer's `reason` and `evaluationError`: the same checks, the
+/// same decision.
+pub fn sar_answer_with_notes(status: u16, body: &[u8]) -> Result<(Verdict, SarNotes), ReviewError> {
     let kind = ReviewKind::Authorize;
     if !matches!(status, 200 | 201) {
         return Err(api_error(kind, status, body, None));
@@ -345,19 +359,25 @@ pub fn sar_answer(status: u16, body: &[u8]) -> Result<Verdict, ReviewError> {
         .ok_or_else(|| invalid(kind, "the SubjectAccessReview answer has no status"))?;
     let reason = SafeText::optional(status.reason, None);
     let evaluation_error = SafeText::optional(status.evaluation_error, None);
-    match (status.allowed, status.denied) {
+    let notes = SarNotes {
+        reason: reason.clone(),
+        evaluation_error: evaluation_error.clone(),
+    };
+    let decision = match (status.allowed, status.denied) {
         // "Denied may not be true if Allowed is true": an answer that says both is broken.
         // Never an allow; not a 403 either (it would blame RBAC): cannot decide.
-        (true, true) => Err(invalid(
-            kind,
-            "allowed and denied are both true (the API reference forbids it)",
-        )),
+        (true, true) => {
+            return Err(invalid(
+                kind,
+                "allowed and denied are both true (the API reference forbids it)",
+            ))
+        }
         (true, false) => {
             if let Some(e) = &evaluation_error {
                 // RBAC found a rule that allows despite an error elsewhere: the allow stands.
                 tracing::debug!(evaluation_error = %e, "SubjectAccessReview allowed with an evaluation error");
             }
-            Ok(Verdict::Allowed)
+            Verdict::Allowed
         }
         // Denied, or no opinion. The RBAC authorizer reports a RoleBinding to a missing Role
         // as an evaluationError with allowed false: a real "not allowed" that retrying will
@@ -371,11 +391,12 @@ pub fn sar_answer(status: u16, body: &[u8]) -> Result<Verdict, ReviewError> {
             .flatten()
             .collect::<Vec<_>>()
             .join("; ");
-            Ok(Verdict::Denied {
+            Verdict::Denied {
                 detail: (!detail.is_empty()).then_some(detail),
-            })
+            }
         }
-    }
+    };
+    Ok((decision, notes))
 }
 
 #[cfg(test)]

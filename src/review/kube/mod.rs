@@ -117,6 +117,51 @@ impl KubeReviewer {
 }
 
 impl KubeReviewer {
+    /// The SubjectAccessReview asked for `identity` doing `action` on `tenant` in `product`:
+    /// the TokenReview's user, uid, groups and extra, and the configured resource attributes.
+    pub fn subject_access_review(
+        &self,
+        identity: &Identity,
+        tenant: &Tenant,
+        product: Product,
+        action: Action,
+    ) -> SubjectAccessReview {
+        SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                resource_attributes: Some(self.resource_attributes(tenant, product, action)),
+                user: Some(identity.username.clone()),
+                uid: (!identity.uid.is_empty()).then(|| identity.uid.clone()),
+                groups: Some(identity.groups.clone()),
+                extra: (!identity.extra.is_empty()).then(|| identity.extra.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Asks `review` (from [`KubeReviewer::subject_access_review`]) and returns the decision
+    /// with the API's reason and evaluationError: what [`Reviewer::authorize`] does, for
+    /// `tenant-authz explain`.
+    pub async fn authorize_with_notes(
+        &self,
+        review: &SubjectAccessReview,
+    ) -> Result<(Verdict, answer::SarNotes), ReviewError> {
+        let (status, answer) = self.post_access_review(review).await?;
+        answer::sar_answer_with_notes(status, &answer)
+    }
+
+    async fn post_access_review(
+        &self,
+        review: &SubjectAccessReview,
+    ) -> Result<(u16, Vec<u8>), ReviewError> {
+        let kind = ReviewKind::Authorize;
+        let body = serde_json::to_vec(review).map_err(|e| ReviewError::InvalidResponse {
+            kind,
+            message: e.to_string(),
+        })?;
+        self.post(kind, SUBJECT_ACCESS_REVIEWS, body, None).await
+    }
+
     /// POSTs a review and returns the HTTP status and the body, unread by anything else.
     ///
     /// Not `Api::create` nor `Client::request_text`: on an error status they hand the body to
@@ -187,23 +232,8 @@ impl Reviewer for KubeReviewer {
         product: Product,
         action: Action,
     ) -> Result<Verdict, ReviewError> {
-        let kind = ReviewKind::Authorize;
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                resource_attributes: Some(self.resource_attributes(tenant, product, action)),
-                user: Some(identity.username.clone()),
-                uid: (!identity.uid.is_empty()).then(|| identity.uid.clone()),
-                groups: Some(identity.groups.clone()),
-                extra: (!identity.extra.is_empty()).then(|| identity.extra.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let body = serde_json::to_vec(&review).map_err(|e| ReviewError::InvalidResponse {
-            kind,
-            message: e.to_string(),
-        })?;
-        let (status, answer) = self.post(kind, SUBJECT_ACCESS_REVIEWS, body, None).await?;
+        let review = self.subject_access_review(identity, tenant, product, action);
+        let (status, answer) = self.post_access_review(&review).await?;
         answer::sar_answer(status, &answer)
     }
 
