@@ -228,6 +228,32 @@ impl Proc {
     pub fn cpu_ticks(&self) -> u64 {
         cpu_ticks(self.pid)
     }
+
+    /// Sends SIGTERM and waits up to `within` for a clean exit (tenant-authz exits 0).
+    pub async fn terminate(&mut self, within: Duration) -> Result<()> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .map_err(|e| format!("kill -TERM {}: {e}", self.pid))?;
+        if !sent.success() {
+            return Err(format!("kill -TERM {} failed", self.pid));
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("{} exited {status}", self.name)),
+                Ok(None) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "{} still running {within:?} after SIGTERM",
+                        self.name
+                    ))
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => return Err(format!("{}: {e}", self.name)),
+            }
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -264,9 +290,28 @@ impl Authz {
     /// Starts `tenant-authz` on loopback ports with `args`, logging at its default level
     /// (`info`) to `<dir>/<name>.log`, and waits for `/readyz`.
     pub async fn start(settings: &Settings, name: &str, args: &[&str]) -> Result<Authz> {
+        Self::start_under(settings, name, &[], args, Duration::from_secs(60)).await
+    }
+
+    /// [`Authz::start`] under a wrapper command (e.g. `valgrind --tool=callgrind`), waiting
+    /// at most `ready_within` for `/readyz`.
+    pub async fn start_under(
+        settings: &Settings,
+        name: &str,
+        wrapper: &[String],
+        args: &[&str],
+        ready_within: Duration,
+    ) -> Result<Authz> {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(&settings.authz_bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(&settings.authz_bin);
+                cmd
+            }
+            None => Command::new(&settings.authz_bin),
+        };
         cmd.args(args)
             .arg("--grpc-addr")
             .arg(grpc.to_string())
@@ -281,7 +326,7 @@ impl Authz {
         let log = settings.dir.join(format!("{name}.log"));
         let mut proc = Proc::spawn(name, cmd, &log)?;
         let url = format!("http://{admin}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + ready_within;
         loop {
             proc.check_alive()?;
             if let Ok((200, _)) = http_get(&url).await {
@@ -289,7 +334,7 @@ impl Authz {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "{name} not ready within 60 s; log {}",
+                    "{name} not ready within {ready_within:?}; log {}",
                     log.display()
                 ));
             }

@@ -6,6 +6,8 @@
 //! b) The cost of the watches on the cached path: tenant-authz with watches on vs
 //!    `--watch-rbac false`, same load generator as part 1, sides alternated, RoleBinding churn
 //!    in other namespaces meanwhile.
+//! b2) The same cost in instructions (callgrind), which do not drift with the machine's load:
+//!    the wall-clock ratio of b) has run-to-run noise as large as the 5 % it looks for.
 //! c) API load: reviews per minute for a steady workload, allow TTL 10 min with watches vs
 //!    60 s without (TTLs scaled down so the steady state shows in a short run), same run.
 
@@ -29,6 +31,8 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     latency(settings, report).await?;
     println!();
     cost(settings, report).await?;
+    println!();
+    instructions(settings, report).await?;
     println!();
     api_load(settings, report).await
 }
@@ -508,6 +512,174 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
                "ratio": {"rps": on_rps / off_rps, "p99": on_p99 / off_p99, "cpu": on_cpu / off_cpu},
                "churn_events": churn_events, "on_invalidations": on_inval,
                "cache_misses": {"on": on_miss, "off": off_miss}}),
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ b2) instructions
+
+/// One churn event every this many Checks in b2): at the ~10 000 cached Checks/s one core of
+/// this machine serves, 20 RoleBinding events/s, twice b)'s churn.
+const CHECKS_PER_EVENT: u64 = 500;
+
+/// Instructions the server executes (callgrind's `summary`, every thread) for one run: start,
+/// sync, warm the cache, `checks` cached Checks one at a time with one churn event every
+/// [`CHECKS_PER_EVENT`], then SIGTERM.
+async fn callgrind_run(
+    settings: &Settings,
+    fake: &Arc<FakeKube>,
+    side: &str,
+    args: &[&str],
+    requests: &Arc<Vec<CheckRequest>>,
+    checks: u64,
+) -> Result<u64> {
+    let name = format!("tenant-authz-callgrind-{side}-{checks}");
+    let out = settings.dir.join(format!("{name}.callgrind"));
+    let wrapper = [
+        "valgrind".to_string(),
+        "--tool=callgrind".to_string(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    let mut authz =
+        Authz::start_under(settings, &name, &wrapper, args, Duration::from_secs(300)).await?;
+    if side == "on" {
+        wait_synced(&mut authz).await?;
+    }
+    let mut client = loadgen::connect(authz.grpc, 1).await?.remove(0);
+    for req in requests.iter() {
+        if code(&mut client, req.clone()).await? != 0 {
+            return Err(format!("{name}: warm-up Check denied"));
+        }
+    }
+    let mut denied = 0;
+    for i in 0..checks {
+        if i % CHECKS_PER_EVENT == 0 {
+            let ns = format!("churn-{}", (i / CHECKS_PER_EVENT / 2) % 20);
+            if (i / CHECKS_PER_EVENT) % 2 == 0 {
+                fake.create_role_binding(
+                    &ns,
+                    "churn",
+                    "ClusterRole",
+                    "view",
+                    &[Subject::Group("churners".into())],
+                );
+            } else {
+                fake.delete(Kind::RoleBinding, Some(&ns), "churn");
+            }
+        }
+        let req = requests[(i % requests.len() as u64) as usize].clone();
+        if code(&mut client, req).await? != 0 {
+            denied += 1;
+        }
+    }
+    drop(client);
+    authz.proc.terminate(Duration::from_secs(120)).await?;
+    if denied > 0 {
+        return Err(format!("{name}: {denied} cached Checks denied"));
+    }
+    let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .or_else(|| text.lines().find_map(|l| l.strip_prefix("totals:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("{}: no summary line", out.display()))
+}
+
+/// b2) The same question as b), in instructions, which do not drift with this shared
+/// machine's load: per cached Check = (I(2n) − I(n)) / n, so start-up, sync and warm-up cancel.
+async fn instructions(settings: &Settings, report: &mut Report) -> Result<()> {
+    if std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Err(
+            "valgrind not found: install it (apt-get install valgrind; ./scripts/bench does)"
+                .into(),
+        );
+    }
+    let fake = Arc::new(FakeKube::start().await);
+    let mut callers = Vec::new();
+    for (i, ns) in ["showcase", "payments", "checkout", "search"]
+        .iter()
+        .enumerate()
+    {
+        fake.create_namespace(ns);
+        let token = service_account(&fake, ns, "grafana", 90 + i as u64);
+        fake.bind_traces(
+            ns,
+            "grafana-reads",
+            Subject::service_account(ns, "grafana"),
+            &["get"],
+        );
+        callers.push((token, ns.to_string()));
+    }
+    for i in 0..20 {
+        fake.create_namespace(&format!("churn-{i}"));
+    }
+    let mut rng = Rng::new(91);
+    let paths = tempo_paths(&mut rng);
+    let requests: Arc<Vec<CheckRequest>> = Arc::new(
+        (0..64)
+            .map(|i| {
+                let (token, tenant) = &callers[i % callers.len()];
+                let path = &paths[(i / callers.len()) % paths.len()];
+                check_request(token, tenant, path, &mut rng)
+            })
+            .collect(),
+    );
+    let kubeconfig = fake.kubeconfig_path().display().to_string();
+    let mut on_args = vec![
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--cache-allowed-ttl",
+        "30m",
+        "--cache-identity-ttl",
+        "30m",
+        "--cache-watched-allowed-ttl",
+        "30m",
+        "--cache-watched-identity-ttl",
+        "30m",
+    ];
+    let mut off_args = on_args.clone();
+    off_args.extend(["--watch-rbac", "false"]);
+    on_args.extend(["--watch-rbac", "true"]);
+    let n: u64 = if settings.smoke { 100 } else { 10_000 };
+    println!(
+        "  b2) instructions per cached Check, watches on vs off (callgrind, every server thread):"
+    );
+    println!(
+        "     one Check at a time, one RoleBinding event every {CHECKS_PER_EVENT} Checks; runs of {n} and {} Checks,",
+        2 * n
+    );
+    println!(
+        "     per Check = (I(2n) − I(n)) / n, so start-up, watch sync and warm-up cancel out."
+    );
+    let mut per_check = Vec::new();
+    for (side, args) in [("off", &off_args), ("on", &on_args)] {
+        let small = callgrind_run(settings, &fake, side, args, &requests, n).await?;
+        let large = callgrind_run(settings, &fake, side, args, &requests, 2 * n).await?;
+        let per = large.saturating_sub(small) as f64 / n as f64;
+        println!(
+            "     watches {side:<3}  I({n}) {small:>14}  I({}) {large:>14}  per Check {per:>9.0}",
+            2 * n
+        );
+        per_check.push(per);
+    }
+    let (off, on) = (per_check[0], per_check[1]);
+    let ratio = on / off;
+    println!("     ratio (on / off) {ratio:.3}");
+    report.target(
+        6,
+        "watches on vs off: instructions per cached Check (callgrind)",
+        format!("{ratio:.3}× ({on:.0} vs {off:.0})"),
+        "≤ 1.05×",
+        ratio <= 1.05,
+    );
+    report.json.insert(
+        "part6_watch_instructions".into(),
+        json!({"checks": [n, 2 * n], "checks_per_event": CHECKS_PER_EVENT,
+               "per_check": {"off": off, "on": on}, "ratio": ratio}),
     );
     Ok(())
 }
