@@ -343,6 +343,7 @@ impl<R: Reviewer> Authorizer<R> {
         hash: TokenHash,
     ) -> Result<(Arc<KnownIdentity>, Source), Decision> {
         let cache = &self.settings.cache;
+        let step = crate::traces::StepSpan::authenticate();
         let (outcome, source) = self
             .identities
             .get_or_load(&hash, async {
@@ -385,6 +386,10 @@ impl<R: Reviewer> Authorizer<R> {
             })
             .await;
         self.record_lookup(CacheName::Identity, &outcome, source);
+        step.finish(
+            source,
+            step_outcome(&outcome, "authenticated", "unauthenticated"),
+        );
         match outcome {
             Outcome::Positive(identity) => Ok((identity, source)),
             Outcome::Negative(reason) => Err(Decision::Deny {
@@ -412,6 +417,7 @@ impl<R: Reviewer> Authorizer<R> {
             action,
         };
         let cache = &self.settings.cache;
+        let step = crate::traces::StepSpan::authorize(tenant);
         let (outcome, source) = self
             .decisions
             .get_or_load(&key, async {
@@ -451,6 +457,7 @@ impl<R: Reviewer> Authorizer<R> {
             })
             .await;
         self.record_lookup(CacheName::Decision, &outcome, source);
+        step.finish(source, step_outcome(&outcome, "allowed", "denied"));
         match outcome {
             Outcome::Positive(_) => Ok(source),
             Outcome::Negative(reason) => Err((reason, source)),
@@ -621,6 +628,19 @@ impl<R: Reviewer> Authorizer<R> {
 
 /// What the client is told about an outage: which review and how it failed, not the API
 /// server's own message (that goes to the log).
+/// A step's outcome for its trace span: a bounded word, never an API message.
+fn step_outcome<P, N>(
+    outcome: &Outcome<P, N, Failure>,
+    positive: &'static str,
+    negative: &'static str,
+) -> Result<&'static str, &'static str> {
+    match outcome {
+        Outcome::Positive(_) => Ok(positive),
+        Outcome::Negative(_) => Ok(negative),
+        Outcome::Failed(e) => Err(e.outcome()),
+    }
+}
+
 fn unavailable(e: &ReviewError) -> DenyReason {
     DenyReason::Unavailable(match e {
         ReviewError::Api { kind, code, .. } => {

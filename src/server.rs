@@ -231,7 +231,9 @@ pub async fn start_with<R: Reviewer>(
         sizes.cache_sizes()
     })));
     let parser = RequestParser::from_config(&config);
-    let service = CheckService::new(authorizer, parser, metrics, &config.tenant_header);
+    let traces = crate::traces::Traces::from_config(&config.traces)?;
+    let service = CheckService::new(authorizer, parser, metrics, &config.tenant_header)
+        .with_traces(traces.clone());
 
     let readiness = Arc::new(Readiness::default());
     let grpc_listener = bind(config.grpc_addr).await?;
@@ -302,6 +304,9 @@ pub async fn start_with<R: Reviewer>(
                 }
                 if let Ok(Err(e)) = admin {
                     return Err(Error::Admin(e));
+                }
+                if let Some(traces) = &traces {
+                    traces.shutdown().await;
                 }
                 tracing::info!("drained; bye");
             }

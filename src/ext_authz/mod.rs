@@ -25,6 +25,8 @@ pub struct CheckService<R> {
     parser: Arc<RequestParser>,
     metrics: Arc<Metrics>,
     tenant_header: Arc<str>,
+    /// tenant-authz's own traces; `None` (the default) costs nothing per Check.
+    traces: Option<Arc<crate::traces::Traces>>,
 }
 
 impl<R> Clone for CheckService<R> {
@@ -34,6 +36,7 @@ impl<R> Clone for CheckService<R> {
             parser: self.parser.clone(),
             metrics: self.metrics.clone(),
             tenant_header: self.tenant_header.clone(),
+            traces: self.traces.clone(),
         }
     }
 }
@@ -50,7 +53,14 @@ impl<R: Reviewer> CheckService<R> {
             parser: Arc::new(parser),
             metrics,
             tenant_header: tenant_header.into(),
+            traces: None,
         }
+    }
+
+    /// Traces each sampled Check (see `crate::traces`).
+    pub fn with_traces(mut self, traces: Option<Arc<crate::traces::Traces>>) -> Self {
+        self.traces = traces;
+        self
     }
 
     /// Decides one CheckRequest. Never fails: every outcome is a CheckResponse (a gRPC error
@@ -59,8 +69,12 @@ impl<R: Reviewer> CheckService<R> {
         let started = Instant::now();
         let (action, parsed) = self.parser.parse(req);
         let reviewed = parsed.is_ok();
+        let traced = self.traces.is_some();
         let decision = match parsed {
             Ok(p) => {
+                if traced {
+                    crate::traces::record_request(p.product, &p.tenants);
+                }
                 // A panic must still be a denied CheckResponse: as a gRPC error it would hand
                 // the decision to Envoy's failure_mode_allow.
                 let check = self
@@ -77,6 +91,9 @@ impl<R: Reviewer> CheckService<R> {
             Err(reason) => Decision::deny(reason),
         };
         let elapsed = started.elapsed();
+        if traced {
+            crate::traces::record_decision(&decision, action);
+        }
         self.metrics
             .check_answered(&decision, action, reviewed, elapsed);
         log_decision(&decision, action, elapsed, request_id(req));
@@ -142,8 +159,15 @@ impl<R: Reviewer> Authorization for CheckService<R> {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let span = self
+            .traces
+            .as_ref()
+            .and_then(|t| t.start_check(request.metadata(), request.get_ref()));
         let req = request.into_inner();
-        Ok(Response::new(self.decide(&req).await))
+        Ok(Response::new(match span {
+            None => self.decide(&req).await,
+            Some(span) => span.run(self.decide(&req)).await,
+        }))
     }
 }
 
