@@ -261,3 +261,142 @@ async fn off_by_default_sends_nothing() {
     assert!(receiver.spans().is_empty());
     assert!(receiver.exports_metadata().is_empty());
 }
+
+/// The shipped query frontend (`envoy/query-frontend.yaml`, Envoy 1.40) in front of `authz`,
+/// exporting its own spans to `receiver`, with its `random_sampling` percentage set to
+/// `percent`; and a client that sends one read with a sampled `traceparent` of the client's.
+struct QueryFrontend {
+    envoy: support::envoy::Envoy,
+    port: u16,
+    client: reqwest::Client,
+    _upstream: support::upstream::Upstream,
+    _certs_dir: tempfile::TempDir,
+}
+
+impl QueryFrontend {
+    async fn start(receiver: &OtlpReceiver, authz: &AuthzProcess, percent: u32) -> QueryFrontend {
+        use support::envoy::{
+            free_port, localize, socket, write_server_certs, Envoy, ACCESS_LOG_PATH, ADMIN_ADDRESS,
+            DISTRIBUTOR_OTLP_GRPC, PROBES_LISTENER, QUERY_LISTENER, TEMPO_QUERY_FRONTEND,
+            TENANT_AUTHZ,
+        };
+        let upstream = support::upstream::Upstream::start().await;
+        let certs = support::tls::TestCerts::generate();
+        let certs_dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut replacements = write_server_certs(certs_dir.path(), &certs).to_vec();
+        replacements.extend([
+            (QUERY_LISTENER, socket("127.0.0.1", port)),
+            (PROBES_LISTENER, socket("127.0.0.1", free_port())),
+            (ADMIN_ADDRESS, socket("127.0.0.1", free_port())),
+            (TEMPO_QUERY_FRONTEND, socket("127.0.0.1", upstream.port)),
+            (TENANT_AUTHZ, socket("127.0.0.1", authz.grpc_port)),
+            (DISTRIBUTOR_OTLP_GRPC, socket("127.0.0.1", receiver.port)),
+            (ACCESS_LOG_PATH, "{{ACCESS_LOG}}".to_string()),
+        ]);
+        let shipped = "random_sampling: { value: 1 }";
+        let yaml = localize("query-frontend.yaml", &replacements);
+        assert!(yaml.contains(shipped), "the shipped sampling is 1 %");
+        let yaml = yaml.replace(shipped, &format!("random_sampling: {{ value: {percent} }}"));
+        let envoy = Envoy::start(&yaml, &[]).await;
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(certs.ca_cert_pem.as_bytes()).unwrap(),
+            )
+            .no_proxy()
+            .build()
+            .unwrap();
+        QueryFrontend {
+            envoy,
+            port,
+            client,
+            _upstream: upstream,
+            _certs_dir: certs_dir,
+        }
+    }
+
+    /// A read of `showcase` as the SRE, with the client's sampled traceparent.
+    async fn read_with_client_traceparent(&self) {
+        let response = self
+            .client
+            .get(format!("https://localhost:{}/api/search", self.port))
+            .header("authorization", format!("Bearer {SRE}"))
+            .header("x-scope-orgid", "showcase")
+            .header("traceparent", traceparent(CLIENT_TRACE, CLIENT_SPAN, true))
+            .send()
+            .await
+            .expect("request through Envoy");
+        assert_eq!(response.status().as_u16(), 200, "{}", self.envoy.log());
+    }
+}
+
+/// End to end: Envoy traces the request (sampled by its `random_sampling`, here 100 %), its
+/// gRPC client injects the ext_authz call's span into the Check's metadata, and tenant-authz's
+/// Check span is that span's child: client span -> Envoy's request span -> Envoy's ext_authz
+/// span -> Check. Envoy's spans arrive as the platform tenant.
+#[tokio::test]
+async fn through_envoy_the_check_is_a_child_of_envoys_ext_authz_span() {
+    let receiver = OtlpReceiver::start().await;
+    // Ratio 0: every span tenant-authz sends here is there because Envoy's parent was sampled.
+    let authz = traced(&receiver, &["--traces-sampling-ratio", "0"]).await;
+    let frontend = QueryFrontend::start(&receiver, &authz, 100).await;
+    frontend.read_with_client_traceparent().await;
+
+    // Envoy flushes its spans every 5 s.
+    let spans = receiver
+        .wait_for(
+            Duration::from_secs(20),
+            "Envoy's and tenant-authz's spans",
+            |s| {
+                let t = in_trace(s, CLIENT_TRACE);
+                t.iter().any(|s| s.name == CHECK)
+                    && t.iter()
+                        .filter(|s| s.service == "tempo-querier-frontend")
+                        .count()
+                        >= 2
+            },
+        )
+        .await;
+    let trace = in_trace(&spans, CLIENT_TRACE);
+    let check_span = trace.iter().find(|s| s.name == CHECK).unwrap();
+    assert_eq!(check_span.attr("tenant_authz.parent"), "envoy");
+    let parent = trace
+        .iter()
+        .find(|s| s.span_id == check_span.parent_span_id)
+        .unwrap_or_else(|| panic!("the Check's parent is one of Envoy's spans: {trace:#?}"));
+    assert_eq!(parent.service, "tempo-querier-frontend");
+    assert!(
+        parent.name.contains("envoy.service.auth.v3.Authorization"),
+        "Envoy's ext_authz call span: {parent:#?}"
+    );
+    let request_span = trace
+        .iter()
+        .find(|s| s.span_id == parent.parent_span_id)
+        .expect("Envoy's request span");
+    assert_eq!(request_span.parent_span_id, CLIENT_SPAN);
+    assert_no_token(&spans, SRE);
+    assert!(receiver
+        .exports_metadata()
+        .iter()
+        .any(|m| m.get("x-scope-orgid").map(String::as_str) == Some("platform")));
+}
+
+/// What Envoy 1.40 does with a client's sampled traceparent when its own `random_sampling`
+/// says no (here 0 %): its span is unsampled, and the `traceparent` it injects into the Check
+/// says so; tenant-authz follows Envoy's (not the client's) flag, even at ratio 1, and sends
+/// nothing. So in the shipped frontends Envoy's `random_sampling` decides for both.
+#[tokio::test]
+async fn through_envoy_envoys_sampling_decision_rules_the_checks() {
+    let receiver = OtlpReceiver::start().await;
+    let authz = traced(&receiver, &["--traces-sampling-ratio", "1"]).await;
+    let frontend = QueryFrontend::start(&receiver, &authz, 0).await;
+    frontend.read_with_client_traceparent().await;
+    let stats = frontend.envoy.admin_get("/stats?filter=tracing").await;
+    assert!(
+        stats.contains("http.query.tracing.not_traceable: 1"),
+        "{stats}"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
+}
