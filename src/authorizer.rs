@@ -626,8 +626,6 @@ impl<R: Reviewer> Authorizer<R> {
     }
 }
 
-/// What the client is told about an outage: which review and how it failed, not the API
-/// server's own message (that goes to the log).
 /// A step's outcome for its trace span: a bounded word, never an API message.
 fn step_outcome<P, N>(
     outcome: &Outcome<P, N, Failure>,
@@ -641,6 +639,8 @@ fn step_outcome<P, N>(
     }
 }
 
+/// What the client is told about an outage: which review and how it failed, not the API
+/// server's own message (that goes to the log).
 fn unavailable(e: &ReviewError) -> DenyReason {
     DenyReason::Unavailable(match e {
         ReviewError::Api { kind, code, .. } => {

@@ -400,3 +400,29 @@ async fn through_envoy_envoys_sampling_decision_rules_the_checks() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
 }
+
+/// Spans still queued when tenant-authz stops (SIGTERM) are exported before it exits.
+#[tokio::test]
+async fn queued_spans_are_exported_at_shutdown() {
+    let receiver = OtlpReceiver::start().await;
+    let config = static_config();
+    let endpoint = receiver.endpoint();
+    // The default batch delay (5 s): without the flush at shutdown, nothing would arrive.
+    let mut authz = AuthzProcess::spawn_args(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--traces-endpoint",
+            &endpoint,
+            "--traces-sampling-ratio",
+            "1",
+        ],
+        &[],
+    );
+    authz.wait_ready(Duration::from_secs(20)).await;
+    assert_eq!(check(&authz, SRE, "showcase", None, None).await, 200);
+    authz.signal("TERM");
+    assert!(authz.wait_exit(Duration::from_secs(15)).await.success());
+    let spans = receiver.spans();
+    assert!(spans.iter().any(|s| s.name == CHECK), "{spans:#?}");
+}
