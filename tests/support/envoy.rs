@@ -357,7 +357,7 @@ pub const DISTRIBUTOR_OTLP_GRPC: &str =
 /// ingest-frontend.yaml: the distributor's OTLP/HTTP receiver.
 pub const DISTRIBUTOR_OTLP_HTTP: &str =
     "{ address: tempo-tempo-distributor.monitoring.svc.cluster.local, port_value: 4318 }";
-/// query-frontend.yaml: the Tempo tenant of Envoy's own spans (gRPC metadata of its exports).
+/// Both files: the Tempo tenant of Envoy's own spans (gRPC metadata of its exports).
 pub const PLATFORM_TRACES_TENANT: &str = "{ key: x-scope-orgid, value: platform }";
 /// Both files: the plain-HTTP listener exposing only `/ready` and `/stats/prometheus`.
 pub const PROBES_LISTENER: &str = "{ address: 0.0.0.0, port_value: 9902 }";
@@ -396,6 +396,7 @@ pub fn deployment_values(file: &str) -> &'static [&'static str] {
             DISTRIBUTOR_OTLP_GRPC,
             DISTRIBUTOR_OTLP_HTTP,
             TENANT_AUTHZ,
+            PLATFORM_TRACES_TENANT,
             TLS_CERT_PATH,
             TLS_KEY_PATH,
             ACCESS_LOG_PATH,
