@@ -9,9 +9,11 @@
 //! 5. Allocations per cached Check (a counting global allocator, in a child process).
 //! 6. Revocation by watches (issue 11): revocation latency, the watches' cost on cached
 //!    Checks (on vs `--watch-rbac false`), API load with long TTLs + watches vs short TTLs.
+//! 7. Traces of tenant-authz itself: cached Checks with traces off vs sampled at 100 % and 1 %,
+//!    exporting to an OTLP receiver in this process.
 //!
 //! ```text
-//! target/release/examples/bench [--smoke] [--json FILE] [--parts 1,2,3,4,5,6]
+//! target/release/examples/bench [--smoke] [--json FILE] [--parts 1,2,3,4,5,6,7]
 //!     [--authz-bin PATH] [--null-bin PATH] [--envoy PATH] [--wrk PATH] [--keep-dir]
 //!     [--levels 1,16,64,256] [--measure SECONDS]
 //! ```
@@ -23,6 +25,9 @@ mod envoy;
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/support/fake_kube/mod.rs"]
 mod fake_kube;
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/support/otlp.rs"]
+mod otlp;
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/support/tls.rs"]
 mod tls;
@@ -46,6 +51,8 @@ mod memory;
 mod revocation;
 #[path = "bench/through_envoy.rs"]
 mod through_envoy;
+#[path = "bench/traces.rs"]
+mod traces;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,7 +60,8 @@ use std::time::Instant;
 
 use common::{machine, mib, Report, Settings};
 
-const USAGE: &str = "usage: bench [--smoke] [--json FILE] [--parts 1,2,3,4,5,6] [--authz-bin PATH]
+const USAGE: &str =
+    "usage: bench [--smoke] [--json FILE] [--parts 1,2,3,4,5,6,7] [--authz-bin PATH]
              [--null-bin PATH] [--envoy PATH] [--wrk PATH] [--keep-dir]
              [--levels 1,16,64,256] [--measure SECONDS]
   --smoke      tiny sizes on whatever build this is (the test suite's mode), < 60 s
@@ -84,7 +92,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
     let mut a = Args {
         smoke: false,
         json: None,
-        parts: vec![1, 2, 3, 4, 5, 6],
+        parts: vec![1, 2, 3, 4, 5, 6, 7],
         authz_bin: None,
         null_bin: None,
         envoy: None,
@@ -341,6 +349,16 @@ async fn bench(args: Args) -> ExitCode {
         if let Err(e) = revocation::run(&settings, &mut report).await {
             println!("  FAILED: {e}");
             failures.push(format!("part 6: {e}"));
+        }
+    }
+
+    if want(7) {
+        header(
+            "7. Traces of tenant-authz itself: cached Checks, traces off vs sampled 100 % and 1 %",
+        );
+        if let Err(e) = traces::run(&settings, &mut report).await {
+            println!("  FAILED: {e}");
+            failures.push(format!("part 7: {e}"));
         }
     }
 

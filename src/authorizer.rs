@@ -344,6 +344,7 @@ impl<R: Reviewer> Authorizer<R> {
         hash: TokenHash,
     ) -> Result<(Arc<KnownIdentity>, Source), Decision> {
         let cache = &self.settings.cache;
+        let step = crate::traces::StepSpan::authenticate();
         let (outcome, source) = self
             .identities
             .get_or_load(&hash, async {
@@ -386,6 +387,10 @@ impl<R: Reviewer> Authorizer<R> {
             })
             .await;
         self.record_lookup(CacheName::Identity, &outcome, source);
+        step.finish(
+            source,
+            step_outcome(&outcome, "authenticated", "unauthenticated"),
+        );
         match outcome {
             Outcome::Positive(identity) => Ok((identity, source)),
             Outcome::Negative(reason) => Err(Decision::Deny {
@@ -413,6 +418,7 @@ impl<R: Reviewer> Authorizer<R> {
             action,
         };
         let cache = &self.settings.cache;
+        let step = crate::traces::StepSpan::authorize(tenant);
         let (outcome, source) = self
             .decisions
             .get_or_load(&key, async {
@@ -452,6 +458,7 @@ impl<R: Reviewer> Authorizer<R> {
             })
             .await;
         self.record_lookup(CacheName::Decision, &outcome, source);
+        step.finish(source, step_outcome(&outcome, "allowed", "denied"));
         match outcome {
             Outcome::Positive(_) => Ok(source),
             Outcome::Negative(reason) => Err((reason, source)),
@@ -629,6 +636,19 @@ impl<R: Reviewer> Authorizer<R> {
 #[path = "authorizer_report.rs"]
 mod report;
 pub use report::{CacheReport, TierReport, UserCounts};
+
+/// A step's outcome for its trace span: a bounded word, never an API message.
+fn step_outcome<P, N>(
+    outcome: &Outcome<P, N, Failure>,
+    positive: &'static str,
+    negative: &'static str,
+) -> Result<&'static str, &'static str> {
+    match outcome {
+        Outcome::Positive(_) => Ok(positive),
+        Outcome::Negative(_) => Ok(negative),
+        Outcome::Failed(e) => Err(e.outcome()),
+    }
+}
 
 /// What the client is told about an outage: which review and how it failed, not the
 /// backend's own message (that goes to the log).

@@ -232,6 +232,27 @@ pub struct Cli {
         value_name = "BOOL"
     )]
     pub watch_pods: Option<bool>,
+
+    /// OTLP/gRPC endpoint for tenant-authz's own spans, http://host:4317 [default: none, no traces]
+    #[arg(long, env = "TENANT_AUTHZ_TRACES_ENDPOINT", value_name = "URL")]
+    pub traces_endpoint: Option<String>,
+
+    /// Share of Checks without a traceparent that are traced, 0 to 1 [default: 0.01]
+    #[arg(long, env = "TENANT_AUTHZ_TRACES_SAMPLING_RATIO", value_name = "RATIO")]
+    pub traces_sampling_ratio: Option<f64>,
+
+    /// gRPC metadata sent with each export, comma-separated name=value [default: none]
+    #[arg(
+        long,
+        env = "TENANT_AUTHZ_TRACES_HEADERS",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub traces_headers: Option<Vec<String>>,
+
+    /// service.name of the exported spans [default: tenant-authz]
+    #[arg(long, env = "TENANT_AUTHZ_TRACES_SERVICE_NAME", value_name = "NAME")]
+    pub traces_service_name: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -367,9 +388,17 @@ impl Cli {
             cache_watched_identity_ttl => cache.watched_identity_ttl,
             watch_rbac => kubernetes.watch_rbac,
             watch_pods => kubernetes.watch_pods,
+            traces_sampling_ratio => traces.sampling_ratio,
+            traces_service_name => traces.service_name,
         );
         if let Some(k) = &self.kubeconfig {
             c.kubernetes.kubeconfig = Some(k.clone());
+        }
+        if let Some(endpoint) = &self.traces_endpoint {
+            c.traces.endpoint = Some(endpoint.clone()).filter(|e| !e.is_empty());
+        }
+        if let Some(pairs) = &self.traces_headers {
+            c.traces.headers = crate::config::parse_trace_headers(pairs)?;
         }
         c.source = self.config.clone();
         c.validate()?;

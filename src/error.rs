@@ -30,6 +30,8 @@ pub enum Error {
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
+    #[error("cannot set up the OTLP trace exporter: {0}")]
+    Traces(String),
 }
 
 impl Error {
@@ -43,6 +45,7 @@ impl Error {
             Error::Bind { .. } => "bind",
             Error::Grpc(_) => "grpc",
             Error::Admin(_) => "admin",
+            Error::Traces(_) => "traces",
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod review;
 pub mod routes;
 pub mod server;
 pub mod telemetry;
+pub mod traces;
 
 pub use config::Config;
 pub use error::{Error, Result};

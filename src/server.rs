@@ -238,8 +238,10 @@ pub async fn start_with<R: Reviewer>(
         Arc::new(move |user: Option<&str>| reporter.cache_report(user)),
     );
     let parser = RequestParser::from_config(&config);
+    let traces = crate::traces::Traces::from_config(&config.traces)?;
     let service = CheckService::new(authorizer, parser, metrics, &config.tenant_header)
-        .with_decision_log(DecisionLog::new(config.log_cached_allow_sample_ratio));
+        .with_decision_log(DecisionLog::new(config.log_cached_allow_sample_ratio))
+        .with_traces(traces.clone());
 
     let grpc_listener = bind(config.grpc_addr).await?;
     let admin_listener = bind(config.admin_addr).await?;
@@ -309,6 +311,9 @@ pub async fn start_with<R: Reviewer>(
                 }
                 if let Ok(Err(e)) = admin {
                     return Err(Error::Admin(e));
+                }
+                if let Some(traces) = &traces {
+                    traces.shutdown().await;
                 }
                 tracing::info!("drained; bye");
             }

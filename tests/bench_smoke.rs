@@ -42,6 +42,8 @@ fn bench_smoke_runs_every_part() {
         "step                                             allocs/Check",
         "== 6. Revocation by watches",
         "side                        TokenReviews  SARs  reviews/min",
+        "== 7. Traces of tenant-authz itself",
+        "sampled 1 %",
         "== Summary: targets",
     ] {
         assert!(out.contains(expected), "no {expected:?}\n{transcript}");

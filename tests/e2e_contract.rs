@@ -156,7 +156,7 @@ async fn contract_statuses_through_envoy() {
             headers: vec![("authorization", &unk), ("x-scope-orgid", "showcase")],
             status: 401,
             reason: "unauthenticated",
-            body_has: &["TokenReview"],
+            body_has: &["token not accepted", "token lookup failed"],
             challenge: true,
         },
         Case {

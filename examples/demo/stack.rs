@@ -227,6 +227,8 @@ impl Stack {
             vec![
                 (QUERY_LISTENER, socket("127.0.0.1", query_port)),
                 (TEMPO_QUERY_FRONTEND, tempo.clone()),
+                // Envoy's own spans, to the stand-in Tempo like the ingest side's.
+                (DISTRIBUTOR_OTLP_GRPC, tempo.clone()),
                 (TENANT_AUTHZ, authz.clone()),
             ],
         )?;

@@ -12,12 +12,14 @@ mod load;
 mod products;
 mod sections;
 mod static_;
+mod traces;
 mod validate;
 
 pub use crate::routes::{ActionConfig, ActionRule, RuleAction};
 pub use products::{ProductConfig, ProductsConfig};
 pub use sections::{CacheConfig, KubernetesConfig, SarConfig, SarMapping, ShutdownConfig, Verbs};
 pub use static_::{StaticConfig, StaticGrant, StaticIdentity};
+pub use traces::{parse_headers as parse_trace_headers, TracesConfig};
 pub use validate::MAX_CACHE_TTL;
 
 /// Everything tenant-authz can be told. Every field has a default, so no file is needed.
@@ -50,6 +52,8 @@ pub struct Config {
     pub actions: ActionConfig,
     /// Which product a request is for, and each other product's SAR resource and table.
     pub products: ProductsConfig,
+    /// tenant-authz's own spans over OTLP (off unless `traces.endpoint` is set).
+    pub traces: TracesConfig,
     /// Identities and grants of the static backend (`backend: static`).
     #[serde(rename = "static", skip_serializing_if = "StaticConfig::is_empty")]
     pub static_: StaticConfig,
@@ -75,6 +79,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             actions: ActionConfig::default(),
             products: ProductsConfig::default(),
+            traces: TracesConfig::default(),
             static_: StaticConfig::default(),
             source: None,
         }

@@ -124,6 +124,7 @@ impl Config {
             }
         }
         self.validate_static()?;
+        self.traces.validate()?;
         let named = |(field, reason): (String, String)| Error::ConfigInvalid { field, reason };
         self.actions.validate("actions").map_err(named)?;
         self.products.validate().map_err(named)?;

@@ -29,6 +29,8 @@ pub struct CheckService<R> {
     metrics: Arc<Metrics>,
     tenant_header: Arc<str>,
     log: DecisionLog,
+    /// tenant-authz's own traces; `None` (the default) costs nothing per Check.
+    traces: Option<Arc<crate::traces::Traces>>,
 }
 
 impl<R> Clone for CheckService<R> {
@@ -39,6 +41,7 @@ impl<R> Clone for CheckService<R> {
             metrics: self.metrics.clone(),
             tenant_header: self.tenant_header.clone(),
             log: self.log,
+            traces: self.traces.clone(),
         }
     }
 }
@@ -56,6 +59,7 @@ impl<R: Reviewer> CheckService<R> {
             metrics,
             tenant_header: tenant_header.into(),
             log: DecisionLog::default(),
+            traces: None,
         }
     }
 
@@ -65,16 +69,26 @@ impl<R: Reviewer> CheckService<R> {
         self
     }
 
+    /// Traces each sampled Check (see `crate::traces`).
+    pub fn with_traces(mut self, traces: Option<Arc<crate::traces::Traces>>) -> Self {
+        self.traces = traces;
+        self
+    }
+
     /// Decides one CheckRequest. Never fails: every outcome is a CheckResponse (a gRPC error
     /// would hand the decision to Envoy's `failure_mode_allow`).
     pub async fn decide(&self, req: &CheckRequest) -> CheckResponse {
         let started = Instant::now();
         let (action, parsed) = self.parser.parse(req);
         let reviewed = parsed.is_ok();
+        let traced = self.traces.is_some();
         // The decision moves the tenants into an allow; a denial's log line needs them too.
         let (mut tenants, mut product) = (None, None);
         let decision = match parsed {
             Ok(p) => {
+                if traced {
+                    crate::traces::record_request(p.product, &p.tenants);
+                }
                 tenants = Some(p.tenants.canonical().to_owned());
                 product = Some(p.product);
                 // A panic must still be a denied CheckResponse: as a gRPC error it would hand
@@ -93,6 +107,9 @@ impl<R: Reviewer> CheckService<R> {
             Err(reason) => Decision::deny(reason),
         };
         let elapsed = started.elapsed();
+        if traced {
+            crate::traces::record_decision(&decision, action);
+        }
         self.metrics
             .check_answered(&decision, action, reviewed, elapsed);
         self.log.write(
@@ -116,8 +133,15 @@ impl<R: Reviewer> Authorization for CheckService<R> {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let span = self
+            .traces
+            .as_ref()
+            .and_then(|t| t.start_check(request.metadata(), request.get_ref()));
         let req = request.into_inner();
-        Ok(Response::new(self.decide(&req).await))
+        Ok(Response::new(match span {
+            None => self.decide(&req).await,
+            Some(span) => span.run(self.decide(&req)).await,
+        }))
     }
 }
 

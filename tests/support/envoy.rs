@@ -350,12 +350,15 @@ pub const TEMPO_QUERY_FRONTEND: &str =
 pub const OTLP_GRPC_LISTENER: &str = "{ address: 0.0.0.0, port_value: 4317 }";
 /// ingest-frontend.yaml: the OTLP/HTTP (TLS, h1 + h2) listener.
 pub const OTLP_HTTP_LISTENER: &str = "{ address: 0.0.0.0, port_value: 4318 }";
-/// ingest-frontend.yaml: the distributor's OTLP/gRPC receiver.
+/// ingest-frontend.yaml: the distributor's OTLP/gRPC receiver; query-frontend.yaml: where
+/// Envoy's own spans go.
 pub const DISTRIBUTOR_OTLP_GRPC: &str =
     "{ address: tempo-tempo-distributor.monitoring.svc.cluster.local, port_value: 4317 }";
 /// ingest-frontend.yaml: the distributor's OTLP/HTTP receiver.
 pub const DISTRIBUTOR_OTLP_HTTP: &str =
     "{ address: tempo-tempo-distributor.monitoring.svc.cluster.local, port_value: 4318 }";
+/// Both files: the Tempo tenant of Envoy's own spans (gRPC metadata of its exports).
+pub const PLATFORM_TRACES_TENANT: &str = "{ key: x-scope-orgid, value: platform }";
 /// Both files: the plain-HTTP listener exposing only `/ready` and `/stats/prometheus`.
 pub const PROBES_LISTENER: &str = "{ address: 0.0.0.0, port_value: 9902 }";
 /// Both files: Envoy's admin API (also the `envoy_admin` cluster, through a YAML alias).
@@ -379,6 +382,8 @@ pub fn deployment_values(file: &str) -> &'static [&'static str] {
             ADMIN_ADDRESS,
             TEMPO_QUERY_FRONTEND,
             TENANT_AUTHZ,
+            DISTRIBUTOR_OTLP_GRPC,
+            PLATFORM_TRACES_TENANT,
             TLS_CERT_PATH,
             TLS_KEY_PATH,
             ACCESS_LOG_PATH,
@@ -391,6 +396,7 @@ pub fn deployment_values(file: &str) -> &'static [&'static str] {
             DISTRIBUTOR_OTLP_GRPC,
             DISTRIBUTOR_OTLP_HTTP,
             TENANT_AUTHZ,
+            PLATFORM_TRACES_TENANT,
             TLS_CERT_PATH,
             TLS_KEY_PATH,
             ACCESS_LOG_PATH,

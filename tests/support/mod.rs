@@ -4,6 +4,7 @@
 pub mod authz;
 pub mod envoy;
 pub mod fake_kube;
+pub mod otlp;
 pub mod script;
 pub mod stack;
 pub mod tls;

@@ -1,0 +1,217 @@
+//! Part 7: what tenant-authz's own traces cost on the cached path. Three tenant-authz on part
+//! 1's static config and workload: traces off (the default), on with every Check sampled, and
+//! on at 1 % (the default ratio), both exporting over OTLP/gRPC to a receiver in this process.
+//! The Checks carry no `traceparent`, so the ratio decides (with Envoy's, the parent's flag
+//! would, at the same cost per Check).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use serde_json::json;
+
+use crate::common::{clk_tck, cpu_ticks, median, quantile, Authz, Report, Result, Settings};
+use crate::direct;
+use crate::loadgen::{self, connections_for, Stop};
+use crate::otlp::OtlpReceiver;
+
+struct Run {
+    rps: f64,
+    p99: f64,
+    cpu_us: f64,
+}
+
+struct Side {
+    name: &'static str,
+    authz: Authz,
+    clients: Vec<loadgen::Client>,
+    runs: Vec<Run>,
+}
+
+async fn measure(
+    settings: &Settings,
+    side: &Side,
+    concurrency: usize,
+    requests: &Arc<Vec<CheckRequest>>,
+    tck: u64,
+) -> Result<Run> {
+    let reqs = requests.clone();
+    let make: Arc<dyn Fn(u64) -> CheckRequest + Send + Sync> =
+        Arc::new(move |i| reqs[i as usize % reqs.len()].clone());
+    let stop = || Stop::At(Instant::now() + settings.warmup);
+    let warm = loadgen::run(&side.clients, concurrency, stop(), make.clone()).await;
+    allowed(side.name, &warm)?;
+    let pid = side.authz.proc.pid;
+    let cpu0 = cpu_ticks(pid);
+    let out = loadgen::run(
+        &side.clients,
+        concurrency,
+        Stop::At(Instant::now() + settings.measure),
+        make,
+    )
+    .await;
+    let cpu1 = cpu_ticks(pid);
+    allowed(side.name, &out)?;
+    Ok(Run {
+        rps: out.rps(),
+        p99: quantile(&out.latencies_us, 0.99),
+        cpu_us: (cpu1 - cpu0) as f64 * 1e6 / tck as f64 / out.checks.max(1) as f64,
+    })
+}
+
+fn allowed(name: &str, out: &loadgen::Outcome) -> Result<()> {
+    if out.checks == 0 || out.allowed != out.checks {
+        return Err(format!(
+            "{name}: {} of {} Checks not allowed (first error: {})",
+            out.checks - out.allowed,
+            out.checks,
+            out.first_error.as_deref().unwrap_or("-")
+        ));
+    }
+    Ok(())
+}
+
+pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
+    let tck = clk_tck();
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint();
+    // Part 1's identities, grants and 64 requests (its own tenant-authz stays idle).
+    let servers = direct::start(settings).await?;
+    let config = settings.dir.join("bench-static.yaml").display().to_string();
+    let base = ["--config", config.as_str()];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter()
+            .map(|s| s.to_string())
+            .chain(["--traces-endpoint".to_string(), endpoint.clone()])
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let on_all = with(&["--traces-sampling-ratio", "1"]);
+    let on_1pct = with(&["--traces-sampling-ratio", "0.01"]);
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    let c = if settings.levels.contains(&64) {
+        64
+    } else {
+        *settings.levels.iter().max().unwrap_or(&16)
+    };
+    let conns = connections_for(c);
+    let mut sides = Vec::new();
+    for (name, side_args) in [
+        ("traces off", base.to_vec()),
+        ("sampled 100 %", args(&on_all)),
+        ("sampled 1 %", args(&on_1pct)),
+    ] {
+        let authz = Authz::start(settings, &name.replace([' ', '%'], "-"), &side_args).await?;
+        let clients = loadgen::connect(authz.grpc, conns).await?;
+        sides.push(Side {
+            name,
+            authz,
+            clients,
+            runs: Vec::new(),
+        });
+    }
+    let rounds = if settings.smoke { settings.rounds } else { 6 };
+    println!(
+        "  three tenant-authz (static backend, part 1's 64 requests, warm caches): traces off,"
+    );
+    println!(
+        "  on with every Check sampled, on at 1 % (no traceparent: the ratio decides), the last"
+    );
+    println!(
+        "  two exporting over OTLP/gRPC (batches) to a receiver in this process. Concurrency {c}"
+    );
+    println!(
+        "  over {conns} connections; {rounds} rounds, the order rotated each round, {:.1} s measured",
+        settings.measure.as_secs_f64()
+    );
+    println!(
+        "  after {:.1} s warm-up; medians.",
+        settings.warmup.as_secs_f64()
+    );
+    let requests = servers.requests.clone();
+    let spans0 = receiver.spans().len();
+    let started = Instant::now();
+    for round in 0..rounds {
+        for k in 0..sides.len() {
+            let i = (k + round) % sides.len();
+            let run = measure(settings, &sides[i], c, &requests, tck).await?;
+            sides[i].runs.push(run);
+        }
+    }
+    // Let the last batches arrive (the batch processor exports every 5 s).
+    tokio::time::sleep(std::time::Duration::from_secs(if settings.smoke {
+        1
+    } else {
+        6
+    }))
+    .await;
+    let spans = receiver.spans().len() - spans0;
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let m = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    let figures: Vec<(f64, f64, f64)> = sides
+        .iter()
+        .map(|s| {
+            (
+                m(&s.runs, |r| r.rps),
+                m(&s.runs, |r| r.p99),
+                m(&s.runs, |r| r.cpu_us),
+            )
+        })
+        .collect();
+    let (off_rps, off_p99, off_cpu) = figures[0];
+    println!();
+    println!("     side                 checks/s   p99 µs  CPU µs/chk   vs off: checks/s  CPU/chk");
+    for (side, (rps, p99, cpu)) in sides.iter().zip(&figures) {
+        println!(
+            "     {:<18} {rps:>10.0} {p99:>8.0} {cpu:>11.1}            {:>6.3}×  {:>6.3}×",
+            side.name,
+            rps / off_rps,
+            cpu / off_cpu
+        );
+    }
+    println!(
+        "     spans received: {spans} in {elapsed:.0} s (the 100 % side exports a span per Check)"
+    );
+    let (all_rps, _, all_cpu) = figures[1];
+    let (pct_rps, _, pct_cpu) = figures[2];
+    report.target(
+        7,
+        &format!("traces sampled at 1 % vs off: CPU/Check, concurrency {c}"),
+        format!(
+            "{:.3}× ({pct_cpu:.1} vs {off_cpu:.1} µs)",
+            pct_cpu / off_cpu
+        ),
+        "≤ 1.10×",
+        pct_cpu / off_cpu <= 1.10,
+    );
+    report.target(
+        7,
+        &format!("traces sampled at 1 % vs off: throughput, concurrency {c}"),
+        format!(
+            "{:.3}× ({pct_rps:.0} vs {off_rps:.0} checks/s)",
+            pct_rps / off_rps
+        ),
+        "≥ 0.90×",
+        pct_rps / off_rps >= 0.90,
+    );
+    report.notes.push(format!(
+        "part 7: every Check traced (100 %) costs {:.2}× the CPU per Check of traces off ({all_cpu:.1} vs {off_cpu:.1} µs), {:.2}× the throughput",
+        all_cpu / off_cpu,
+        all_rps / off_rps
+    ));
+    let fig = |(rps, p99, cpu): (f64, f64, f64)| {
+        json!({"rps": rps, "p99_us": p99, "server_cpu_us_per_check": cpu,
+               "ratio_to_off": {"rps": rps / off_rps, "p99": p99 / off_p99, "cpu": cpu / off_cpu}})
+    };
+    report.json.insert(
+        "part7_traces_cost".into(),
+        json!({"concurrency": c, "connections": conns, "rounds": rounds,
+               "off": fig(figures[0]), "sampled_100": fig(figures[1]), "sampled_1": fig(figures[2]),
+               "spans_received": spans}),
+    );
+    Ok(())
+}
