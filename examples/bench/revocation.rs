@@ -292,17 +292,16 @@ fn lookups(text: &str, result: &str) -> f64 {
     )
 }
 
-async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
-    let tck = clk_tck();
-    let fake = Arc::new(FakeKube::start().await);
-    // Four Grafana datasources, one per tenant namespace, each granted by a Role + RoleBinding.
+/// b) and b2)'s workload: four Grafana datasources, one per tenant namespace, each granted by
+/// a Role + RoleBinding; 20 more namespaces for the churn; 64 CheckRequests over the four.
+fn cached_workload(fake: &FakeKube, seed: u64) -> Arc<Vec<CheckRequest>> {
     let mut callers = Vec::new();
     for (i, ns) in ["showcase", "payments", "checkout", "search"]
         .iter()
         .enumerate()
     {
         fake.create_namespace(ns);
-        let token = service_account(&fake, ns, "grafana", 70 + i as u64);
+        let token = service_account(fake, ns, "grafana", seed + i as u64);
         fake.bind_traces(
             ns,
             "grafana-reads",
@@ -311,10 +310,27 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
         );
         callers.push((token, ns.to_string()));
     }
-    let churn_namespaces = 20;
-    for i in 0..churn_namespaces {
+    for i in 0..20 {
         fake.create_namespace(&format!("churn-{i}"));
     }
+    let mut rng = Rng::new(seed + 1);
+    let paths = tempo_paths(&mut rng);
+    Arc::new(
+        (0..64)
+            .map(|i| {
+                let (token, tenant) = &callers[i % callers.len()];
+                let path = &paths[(i / callers.len()) % paths.len()];
+                check_request(token, tenant, path, &mut rng)
+            })
+            .collect(),
+    )
+}
+
+async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
+    let tck = clk_tck();
+    let fake = Arc::new(FakeKube::start().await);
+    let requests = cached_workload(&fake, 70);
+    let churn_namespaces = 20;
     let kubeconfig = fake.kubeconfig_path().display().to_string();
     // Long TTLs on both sides: nothing measured expires (the part takes well under 30 min).
     let ttls = [
@@ -335,17 +351,6 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
     let off = Authz::start(settings, "tenant-authz-watch-off", &off_args).await?;
     wait_synced(&mut on).await?;
 
-    let mut rng = Rng::new(71);
-    let paths = tempo_paths(&mut rng);
-    let requests: Arc<Vec<CheckRequest>> = Arc::new(
-        (0..64)
-            .map(|i| {
-                let (token, tenant) = &callers[i % callers.len()];
-                let path = &paths[(i / callers.len()) % paths.len()];
-                check_request(token, tenant, path, &mut rng)
-            })
-            .collect(),
-    );
     for authz in [&on, &off] {
         let mut c = loadgen::connect(authz.grpc, 1).await?.remove(0);
         for req in requests.iter() {
@@ -599,35 +604,7 @@ async fn instructions(settings: &Settings, report: &mut Report) -> Result<()> {
         );
     }
     let fake = Arc::new(FakeKube::start().await);
-    let mut callers = Vec::new();
-    for (i, ns) in ["showcase", "payments", "checkout", "search"]
-        .iter()
-        .enumerate()
-    {
-        fake.create_namespace(ns);
-        let token = service_account(&fake, ns, "grafana", 90 + i as u64);
-        fake.bind_traces(
-            ns,
-            "grafana-reads",
-            Subject::service_account(ns, "grafana"),
-            &["get"],
-        );
-        callers.push((token, ns.to_string()));
-    }
-    for i in 0..20 {
-        fake.create_namespace(&format!("churn-{i}"));
-    }
-    let mut rng = Rng::new(91);
-    let paths = tempo_paths(&mut rng);
-    let requests: Arc<Vec<CheckRequest>> = Arc::new(
-        (0..64)
-            .map(|i| {
-                let (token, tenant) = &callers[i % callers.len()];
-                let path = &paths[(i / callers.len()) % paths.len()];
-                check_request(token, tenant, path, &mut rng)
-            })
-            .collect(),
-    );
+    let requests = cached_workload(&fake, 90);
     let kubeconfig = fake.kubeconfig_path().display().to_string();
     let mut on_args = vec![
         "--kubeconfig",
