@@ -42,14 +42,42 @@ async fn main() -> anyhow::Result<()> {
         .context("tenant-authz stopped with an error")
 }
 
-/// Exits with clap's usage error, except that `explain` never echoes an argument it did not
-/// expect: that is where a token pasted on the command line would be.
+/// Exits with clap's usage error, except that `explain` never echoes a value from the command
+/// line: that is where a token pasted by mistake would be. It names the argument only.
 fn usage_error(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
     let explain = std::env::args_os().any(|a| a == "explain");
-    if explain && e.kind() == clap::error::ErrorKind::UnknownArgument {
+    // These carry argument names or help text, never a value given on the command line.
+    let shows_no_value = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            | ErrorKind::MissingRequiredArgument
+            | ErrorKind::MissingSubcommand
+            | ErrorKind::ArgumentConflict
+    );
+    if explain && !shows_no_value {
+        let what = e.kind().as_str().unwrap_or("invalid command line");
+        // For these kinds clap's `InvalidArg` is the declared argument (`--action <ACTION>`);
+        // for an unknown argument it is what was typed, which may be the token.
+        let names_a_declared_argument = matches!(
+            e.kind(),
+            ErrorKind::InvalidValue
+                | ErrorKind::ValueValidation
+                | ErrorKind::InvalidUtf8
+                | ErrorKind::WrongNumberOfValues
+                | ErrorKind::TooManyValues
+                | ErrorKind::TooFewValues
+        );
+        let argument = match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(name)) if names_a_declared_argument => format!(" ({name})"),
+            _ => String::new(),
+        };
         eprintln!(
-            "error: unexpected argument (not shown: it may be a token). The token is read from \
-             --token-file or stdin, never from the command line; see tenant-authz explain --help"
+            "error: {what}{argument}; the value is not shown (it may be a token). The token is \
+             read from --token-file or stdin, never from the command line; see tenant-authz \
+             explain --help"
         );
         std::process::exit(2);
     }

@@ -271,7 +271,9 @@ pub async fn start_with<R: Reviewer>(
         );
     let admin = axum::serve(
         admin_listener,
-        admin::router(readiness.clone(), Arc::new(registry)).merge(debug),
+        admin::router(readiness.clone(), Arc::new(registry))
+            .merge(debug)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(drained(drain_rx));
 

@@ -966,6 +966,23 @@ async fn token_is_never_printed_in_any_outcome_of_either_backend() {
                 ],
             ),
         ),
+        // ... or as the value of an argument that refuses it.
+        (2, s(&c, &["--tenant", "showcase", "--action", TOKEN])),
+        (2, s(&c, &["--tenant", "showcase", "--output", TOKEN])),
+        (
+            2,
+            s(
+                &c,
+                &[
+                    "--tenant",
+                    "showcase",
+                    "--action",
+                    "read",
+                    "--decision-timeout",
+                    TOKEN,
+                ],
+            ),
+        ),
     ];
     // Kubernetes: this token is `query`.
     let fake = FakeKube::start().await;

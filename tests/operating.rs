@@ -276,6 +276,22 @@ async fn log_filter_changes_without_restart_and_a_bad_one_is_refused() {
         "{current}"
     );
     assert_eq!(admin(&authz, "PUT", "/debug/log-filter", " ").await.0, 400);
+
+    // A filter that silences everything is still recorded: the line is written before it
+    // takes effect.
+    assert_eq!(
+        admin(&authz, "PUT", "/debug/log-filter", "off").await.0,
+        200
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !authz.log().contains(r#""requested":"\"off\"""#) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change to off was not logged:\n{}",
+            authz.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

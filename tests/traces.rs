@@ -68,14 +68,28 @@ fn in_trace<'a>(spans: &'a [ReceivedSpan], trace: &str) -> Vec<&'a ReceivedSpan>
     spans.iter().filter(|s| s.trace_id == trace).collect()
 }
 
+/// No 12-byte piece of `token` in anything exported: span names, attribute keys and values,
+/// ids, the service name.
 fn assert_no_token(spans: &[ReceivedSpan], token: &str) {
+    let pieces: Vec<&str> = (0..=token.len().saturating_sub(12))
+        .map(|i| &token[i..i + 12])
+        .collect();
     for s in spans {
+        let mut texts = vec![
+            &s.name,
+            &s.trace_id,
+            &s.span_id,
+            &s.parent_span_id,
+            &s.service,
+        ];
         for (k, v) in &s.attributes {
-            assert!(
-                !v.contains(token) && !v.contains(&token[..8]),
-                "span {} attribute {k} = {v:?} carries the token",
-                s.name
-            );
+            texts.push(k);
+            texts.push(v);
+        }
+        for text in texts {
+            if let Some(piece) = pieces.iter().find(|p| text.contains(*p)) {
+                panic!("span {} carries {piece:?} of the token in {text:?}", s.name);
+            }
         }
     }
 }
@@ -318,15 +332,20 @@ impl QueryFrontend {
 
     /// A read of `showcase` as the SRE, with the client's sampled traceparent.
     async fn read_with_client_traceparent(&self) {
-        let response = self
+        self.read_with_headers(&[("traceparent", &traceparent(CLIENT_TRACE, CLIENT_SPAN, true))])
+            .await
+    }
+
+    async fn read_with_headers(&self, headers: &[(&str, &str)]) {
+        let mut request = self
             .client
             .get(format!("https://localhost:{}/api/search", self.port))
             .header("authorization", format!("Bearer {SRE}"))
-            .header("x-scope-orgid", "showcase")
-            .header("traceparent", traceparent(CLIENT_TRACE, CLIENT_SPAN, true))
-            .send()
-            .await
-            .expect("request through Envoy");
+            .header("x-scope-orgid", "showcase");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request through Envoy");
         assert_eq!(response.status().as_u16(), 200, "{}", self.envoy.log());
     }
 }
@@ -392,9 +411,18 @@ async fn through_envoy_envoys_sampling_decision_rules_the_checks() {
     let authz = traced(&receiver, &["--traces-sampling-ratio", "1"]).await;
     let frontend = QueryFrontend::start(&receiver, &authz, 0).await;
     frontend.read_with_client_traceparent().await;
+    // Nor can a client force one with Envoy's own headers (client_sampling 0; force-trace is
+    // for internal requests only).
+    frontend
+        .read_with_headers(&[
+            ("x-client-trace-id", "a-client-asks-to-be-traced"),
+            ("x-envoy-force-trace", "true"),
+            ("traceparent", &traceparent(CLIENT_TRACE, CLIENT_SPAN, true)),
+        ])
+        .await;
     let stats = frontend.envoy.admin_get("/stats?filter=tracing").await;
     assert!(
-        stats.contains("http.query.tracing.not_traceable: 1"),
+        stats.contains("http.query.tracing.not_traceable: 2"),
         "{stats}"
     );
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -45,6 +45,19 @@ impl TracesConfig {
             })
         };
         if let Some(endpoint) = &self.endpoint {
+            // Credentials belong in `traces.headers`; a URL is logged and quoted in errors.
+            // Checked before anything quotes the endpoint.
+            let authority = endpoint
+                .split_once("://")
+                .map_or(endpoint.as_str(), |(_, r)| r);
+            if authority.split('/').next().unwrap_or("").contains('@') {
+                return invalid(
+                    "endpoint",
+                    "must not carry user information (user:password@); send credentials in \
+                     traces.headers"
+                        .into(),
+                );
+            }
             match endpoint.parse::<tonic::transport::Uri>() {
                 Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {}
                 Ok(uri) if uri.scheme_str() == Some("https") => {
@@ -79,9 +92,12 @@ impl TracesConfig {
                 .is_err()
                 || name.ends_with("-bin")
             {
+                // The name is not shown: a mistyped `authorization: Basic …=` lands here whole.
                 return invalid(
-                    &format!("headers.{name}"),
-                    "is not a lowercase ASCII gRPC metadata name".into(),
+                    "headers",
+                    "a name is not a lowercase ASCII gRPC metadata name (not shown: it may hold \
+                     a credential)"
+                        .into(),
                 );
             }
             if tonic::metadata::MetadataValue::try_from(value.as_str()).is_err() {
@@ -105,12 +121,12 @@ pub fn parse_headers(pairs: &[String]) -> Result<BTreeMap<String, String>, Error
         .filter(|p| !p.trim().is_empty())
         .map(|pair| match pair.split_once('=') {
             Some((name, value)) => Ok((name.trim().to_string(), value.trim().to_string())),
+            // Not quoted: a pair written `authorization: Basic …` would print the credential.
             None => Err(Error::ConfigInvalid {
                 field: "traces.headers".into(),
-                reason: format!(
-                    "{:?} is not name=value",
-                    pair.chars().take(64).collect::<String>()
-                ),
+                reason: "an entry is not name=value (its text is not shown: it may hold a \
+                         credential)"
+                    .into(),
             }),
         })
         .collect()
@@ -135,6 +151,36 @@ mod tests {
     }
 
     #[test]
+    fn credentials_in_the_endpoint_or_a_bad_header_pair_are_never_quoted() {
+        let c = TracesConfig {
+            endpoint: Some("http://otel:s3cr3t-pass@collector:4317".into()),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("traces.endpoint") && !e.contains("s3cr3t"),
+            "{e}"
+        );
+        let e = parse_headers(&["authorization: Basic czNjcjN0LXBhc3M".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("traces.headers") && !e.contains("czNjcjN0"),
+            "{e}"
+        );
+        // With base64 padding the pair parses, and the name is the whole mistake.
+        let c = TracesConfig {
+            headers: parse_headers(&["authorization: Basic czNjcjN0LXBhc3M=".into()]).unwrap(),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("traces.headers") && !e.contains("czNjcjN0"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let mut c = TracesConfig {
             endpoint: Some("collector:4317".into()),
@@ -151,7 +197,7 @@ mod tests {
         assert_eq!(field_of(&c), "traces.sampling_ratio");
         c.sampling_ratio = 0.0;
         c.headers.insert("X-Scope-OrgID".into(), "platform".into());
-        assert_eq!(field_of(&c), "traces.headers.X-Scope-OrgID");
+        assert_eq!(field_of(&c), "traces.headers");
         c.headers.clear();
         c.headers
             .insert("x-scope-orgid".into(), "plat\nform".into());

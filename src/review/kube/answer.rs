@@ -96,8 +96,11 @@ pub fn api_error(
     };
     let message = if status == 403 {
         format!(
-            "{message} (does tenant-authz's ClusterRole allow create on {}s?)",
-            kind.as_str()
+            "{message} (does tenant-authz's ClusterRole allow create on {}?)",
+            match kind {
+                ReviewKind::Authenticate => "tokenreviews",
+                ReviewKind::Authorize => "subjectaccessreviews",
+            }
         )
     } else {
         message

@@ -371,3 +371,21 @@ fn safe_text_is_bounded_and_has_no_control_characters() {
     assert_eq!(safe.chars().count(), MAX_TEXT_CHARS + 1);
     assert_eq!(SafeText::from("a\r\nb\u{1b}[31m", None), "a  b [31m");
 }
+
+#[test]
+fn a_403_from_the_api_names_the_resource_the_cluster_role_must_allow() {
+    let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "tokenreviews.authentication.k8s.io is forbidden", "reason": "Forbidden", "code": 403})
+    .to_string();
+    for (kind, resource) in [
+        (ReviewKind::Authenticate, "tokenreviews?"),
+        (ReviewKind::Authorize, "subjectaccessreviews?"),
+    ] {
+        let e = api_error(kind, 403, forbidden.as_bytes(), Some(&token()));
+        assert!(
+            e.to_string()
+                .contains(&format!("ClusterRole allow create on {resource}")),
+            "{e}"
+        );
+    }
+}
