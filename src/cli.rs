@@ -253,6 +253,14 @@ pub struct Cli {
     /// service.name of the exported spans [default: tenant-authz]
     #[arg(long, env = "TENANT_AUTHZ_TRACES_SERVICE_NAME", value_name = "NAME")]
     pub traces_service_name: Option<String>,
+
+    /// Follow the sampled flag of a client's own traceparent: true or false [default: false]
+    #[arg(
+        long,
+        env = "TENANT_AUTHZ_TRACES_FOLLOW_CLIENT_SAMPLED",
+        value_name = "BOOL"
+    )]
+    pub traces_follow_client_sampled: Option<bool>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -390,6 +398,7 @@ impl Cli {
             watch_pods => kubernetes.watch_pods,
             traces_sampling_ratio => traces.sampling_ratio,
             traces_service_name => traces.service_name,
+            traces_follow_client_sampled => traces.follow_client_sampled,
         );
         if let Some(k) = &self.kubeconfig {
             c.kubernetes.kubeconfig = Some(k.clone());

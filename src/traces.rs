@@ -31,12 +31,15 @@ use envoy_types::ext_authz::v3::pb::CheckRequest;
 use opentelemetry::context::{Context, FutureExt as _};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    Sampler, SamplingDecision, SdkTracer, SdkTracerProvider, ShouldSample as _,
+};
 use opentelemetry_sdk::Resource;
 use tonic::metadata::MetadataMap;
 
@@ -57,6 +60,10 @@ pub struct Traces {
     tracer: SdkTracer,
     provider: SdkTracerProvider,
     propagator: TraceContextPropagator,
+    /// `None`: a client's own `traceparent` is followed, sampled flag included. `Some(ratio)`:
+    /// its trace is joined, but sampled at `ratio` by trace id (`traces.follow_client_sampled`
+    /// off), so a client cannot have every Check traced.
+    client_ratio: Option<f64>,
 }
 
 impl Traces {
@@ -92,7 +99,12 @@ impl Traces {
             )
             .build();
         tracing::info!(endpoint = %endpoint, sampling_ratio = config.sampling_ratio, "exporting traces over OTLP");
-        Ok(Some(Arc::new(Self::with_provider(provider))))
+        let traces = Self::with_provider(provider);
+        Ok(Some(Arc::new(if config.follow_client_sampled {
+            traces
+        } else {
+            traces.deciding_for_clients(config.sampling_ratio)
+        })))
     }
 
     /// Around a provider built elsewhere (tests and benchmarks with their own exporter).
@@ -101,7 +113,15 @@ impl Traces {
             tracer: provider.tracer("tenant-authz"),
             provider,
             propagator: TraceContextPropagator::new(),
+            client_ratio: None,
         }
+    }
+
+    /// A client's own `traceparent` (no Envoy parent) is joined but sampled at `ratio` by its
+    /// trace id, whatever its sampled flag says.
+    pub fn deciding_for_clients(mut self, ratio: f64) -> Self {
+        self.client_ratio = Some(ratio);
+        self
     }
 
     /// Starts the span of one Check if the sampler says so: `None` (no span, no context) for
@@ -147,10 +167,38 @@ impl Traces {
                 .propagator
                 .extract_with_context(&Context::new(), &HeaderExtractor(headers));
             if client.span().span_context().is_valid() {
-                return (client, "client");
+                return (self.decide_for_client(client), "client");
             }
         }
         (Context::new(), "none")
+    }
+
+    /// The client's context, with its sampled flag replaced by our own decision when clients
+    /// are not followed: the same trace id gives the same answer (ratio by trace id).
+    fn decide_for_client(&self, client: Context) -> Context {
+        let Some(ratio) = self.client_ratio else {
+            return client;
+        };
+        let sc = client.span().span_context().clone();
+        let decision = Sampler::TraceIdRatioBased(ratio).should_sample(
+            None,
+            sc.trace_id(),
+            CHECK_SPAN,
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
+        let flags = match decision.decision {
+            SamplingDecision::RecordAndSample => TraceFlags::SAMPLED,
+            _ => TraceFlags::default(),
+        };
+        Context::new().with_remote_span_context(SpanContext::new(
+            sc.trace_id(),
+            sc.span_id(),
+            flags,
+            true,
+            sc.trace_state().clone(),
+        ))
     }
 
     /// Exports what is queued and stops the exporter (at shutdown, after the drain).

@@ -49,6 +49,10 @@ struct Fixture {
 }
 
 fn traced(ratio: f64) -> Fixture {
+    traced_with(ratio, |t| t)
+}
+
+fn traced_with(ratio: f64, configure: impl FnOnce(Traces) -> Traces) -> Fixture {
     let reviewer = MemoryReviewer::new();
     reviewer.add_token(TOKEN, "system:serviceaccount:obs:grafana");
     reviewer.grant("system:serviceaccount:obs:grafana", "a", Action::Read);
@@ -72,7 +76,7 @@ fn traced(ratio: f64) -> Fixture {
         .build();
     let parser = RequestParser::new("x-scope-orgid".into(), 16 * 1024, ActionConfig::default());
     let service = CheckService::new(authorizer.clone(), parser, metrics, "x-scope-orgid")
-        .with_traces(Some(Arc::new(Traces::with_provider(provider))));
+        .with_traces(Some(Arc::new(configure(Traces::with_provider(provider)))));
     Fixture {
         service,
         authorizer,
@@ -238,6 +242,43 @@ async fn envoys_traceparent_wins_over_the_clients() {
         TraceId::from_hex(CLIENT_TRACE).unwrap()
     );
     assert_eq!(str_attr(s, "tenant_authz.parent"), "client");
+}
+
+/// `traces.follow_client_sampled: false` (the default from a config): the client's trace is
+/// joined, but its sampled flag decides nothing; Envoy's still does.
+#[tokio::test]
+async fn a_clients_sampled_flag_decides_nothing_unless_followed() {
+    let f = traced_with(0.0, |t| t.deciding_for_clients(0.0));
+    let client = traceparent(CLIENT_TRACE, CLIENT_SPAN, true);
+    check(&f, "a", &[("traceparent", &client)], None).await;
+    assert!(
+        f.spans.take().is_empty(),
+        "ratio 0: the client's flag is ignored"
+    );
+    check(
+        &f,
+        "a",
+        &[("traceparent", &client)],
+        Some(&traceparent(ENVOY_TRACE, ENVOY_SPAN, true)),
+    )
+    .await;
+    assert_eq!(
+        named(&f.spans.take(), CHECK_SPAN).len(),
+        1,
+        "Envoy's flag rules"
+    );
+
+    let f = traced_with(0.0, |t| t.deciding_for_clients(1.0));
+    let unsampled = traceparent(CLIENT_TRACE, CLIENT_SPAN, false);
+    check(&f, "a", &[("traceparent", &unsampled)], None).await;
+    let spans = f.spans.take();
+    let s = named(&spans, CHECK_SPAN)[0];
+    assert_eq!(s.parent_span_id, SpanId::from_hex(CLIENT_SPAN).unwrap());
+    assert_eq!(
+        s.span_context.trace_id(),
+        TraceId::from_hex(CLIENT_TRACE).unwrap(),
+        "the client's trace is joined"
+    );
 }
 
 #[tokio::test]

@@ -219,7 +219,16 @@ async fn denial_is_in_the_span_and_no_attribute_carries_the_token() {
 #[tokio::test]
 async fn sampling_zero_sends_no_roots_but_follows_a_sampled_parent() {
     let receiver = OtlpReceiver::start().await;
-    let authz = traced(&receiver, &["--traces-sampling-ratio", "0"]).await;
+    let authz = traced(
+        &receiver,
+        &[
+            "--traces-sampling-ratio",
+            "0",
+            "--traces-follow-client-sampled",
+            "true",
+        ],
+    )
+    .await;
     for _ in 0..20 {
         assert_eq!(check(&authz, SRE, "showcase", None, None).await, 200);
     }
@@ -427,6 +436,34 @@ async fn through_envoy_envoys_sampling_decision_rules_the_checks() {
     );
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
+}
+
+/// By default a client's own sampled `traceparent` decides nothing (Envoy's would): at ratio
+/// 0 its Check is not traced. Checked against a marker Check with Envoy's sampled parent sent
+/// after it: spans leave in order, so once the marker's has arrived, the first would have.
+#[tokio::test]
+async fn by_default_a_clients_sampled_flag_traces_nothing() {
+    let receiver = OtlpReceiver::start().await;
+    let authz = traced(&receiver, &["--traces-sampling-ratio", "0"]).await;
+    let client = traceparent(CLIENT_TRACE, CLIENT_SPAN, true);
+    assert_eq!(
+        check(&authz, SRE, "showcase", Some(&client), None).await,
+        200
+    );
+    let envoy = traceparent(ENVOY_TRACE, ENVOY_SPAN, true);
+    assert_eq!(
+        check(&authz, SRE, "showcase", None, Some(&envoy)).await,
+        200
+    );
+    let spans = receiver
+        .wait_for(Duration::from_secs(15), "the marker Check", |s| {
+            s.iter().any(|s| s.trace_id == ENVOY_TRACE)
+        })
+        .await;
+    assert!(
+        spans.iter().all(|s| s.trace_id != CLIENT_TRACE),
+        "{spans:#?}"
+    );
 }
 
 /// Spans still queued when tenant-authz stops (SIGTERM) are exported before it exits.

@@ -22,6 +22,10 @@ pub struct TracesConfig {
     pub headers: BTreeMap<String, String>,
     /// `service.name` of the exported spans.
     pub service_name: String,
+    /// Whether a Check whose only parent is the client's own `traceparent` (Envoy sent none)
+    /// follows that header's sampled flag. Off: the client's trace is joined, but whether to
+    /// trace is decided by `sampling_ratio`, so a client cannot have every Check traced.
+    pub follow_client_sampled: bool,
 }
 
 impl Default for TracesConfig {
@@ -31,6 +35,7 @@ impl Default for TracesConfig {
             sampling_ratio: 0.01,
             headers: BTreeMap::new(),
             service_name: "tenant-authz".into(),
+            follow_client_sampled: false,
         }
     }
 }
