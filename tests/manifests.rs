@@ -782,3 +782,114 @@ fn istio_variant_lets_prometheus_scrape_what_its_servicemonitor_names() {
         "NetworkPolicy tenant-authz must admit {port_name} from Prometheus"
     );
 }
+
+/// `kubectl kustomize` of a temporary overlay: `manifests/overlays/default` plus `component`.
+fn build_with_component(component: &str) -> Vec<Value> {
+    require_kubectl();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // kustomize refuses absolute roots: climb from the temp dir to `/`, then down to the repo.
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let from_root = |p: &str| {
+        let full = repo().join(p);
+        format!("{up}{}", full.strip_prefix("/").unwrap_or(&full).display())
+    };
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n- {}\ncomponents:\n- {}\n",
+            from_root("manifests/overlays/default"),
+            from_root(component)
+        ),
+    )
+    .unwrap();
+    let out = Command::new("kubectl")
+        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+        .arg(dir.path())
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize with {component}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8 output");
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("a YAML object"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| str_at(o, "/kind") == kind && str_at(o, "/metadata/name") == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The optional platform-traces component: its NetworkPolicy patch replaces the distributor's
+/// ingress list (a NetworkPolicy's lists have no merge key, so a strategic merge replaces them):
+/// every rule of the base must still be there, plus tenant-authz and the querier frontend on
+/// 4317. And the environment it gives tenant-authz is a configuration the real binary accepts,
+/// with the endpoint and tenant the component's comments promise.
+#[test]
+fn platform_traces_component_keeps_the_distributor_rules_and_configures_tenant_authz() {
+    let base = build("manifests/overlays/default");
+    let traced = build_with_component("manifests/components/platform-traces");
+    let rules = |objects: &[Value]| -> Vec<Value> {
+        object(objects, "NetworkPolicy", "tempo-distributor")
+            .pointer("/spec/ingress")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (before, after) = (rules(&base), rules(&traced));
+    for rule in &before {
+        assert!(after.contains(rule), "the component dropped {rule}");
+    }
+    let admits = |app: &str| {
+        after.iter().any(|r| {
+            r["from"].as_array().into_iter().flatten().any(|f| {
+                f.pointer("/podSelector/matchLabels/app.kubernetes.io~1name")
+                    .and_then(Value::as_str)
+                    == Some(app)
+            }) && r["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["port"] == 4317)
+        })
+    };
+    assert!(admits("tenant-authz") && admits("tempo-querier-frontend"), "{after:#?}");
+
+    let deployment = object(&traced, "Deployment", "tenant-authz");
+    let container = deployment
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["name"] == "tenant-authz"))
+        .expect("the tenant-authz container");
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["name"].as_str()?.into(), e["value"].as_str()?.into())))
+        .filter(|(name, _): &(String, String)| name.starts_with("TENANT_AUTHZ_TRACES_"))
+        .collect();
+    assert_eq!(env.len(), 2, "{env:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tenant-authz"))
+        .arg("--print-config")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run tenant-authz --print-config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: Value = serde_yaml_ng::from_slice(&out.stdout).expect("YAML");
+    assert_eq!(
+        str_at(&config, "/traces/endpoint"),
+        "http://tempo-tempo-distributor.monitoring.svc.cluster.local:4317"
+    );
+    assert_eq!(str_at(&config, "/traces/headers/x-scope-orgid"), "platform");
+}
