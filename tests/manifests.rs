@@ -860,7 +860,10 @@ fn platform_traces_component_keeps_the_distributor_rules_and_configures_tenant_a
                 .any(|p| p["port"] == 4317)
         })
     };
-    assert!(admits("tenant-authz") && admits("tempo-querier-frontend"), "{after:#?}");
+    assert!(
+        admits("tenant-authz") && admits("tempo-querier-frontend"),
+        "{after:#?}"
+    );
 
     let deployment = object(&traced, "Deployment", "tenant-authz");
     let container = deployment

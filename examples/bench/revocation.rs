@@ -292,6 +292,26 @@ fn lookups(text: &str, result: &str) -> f64 {
     )
 }
 
+/// Namespaces of the churn: RoleBindings come and go there, never where the load asks.
+const CHURN_NAMESPACES: u64 = 20;
+
+/// The `n`th churn event: a RoleBinding created (even `n`) or deleted (odd) in one of the
+/// churn namespaces, in turn.
+fn churn_event(fake: &FakeKube, n: u64) {
+    let ns = format!("churn-{}", (n / 2) % CHURN_NAMESPACES);
+    if n % 2 == 0 {
+        fake.create_role_binding(
+            &ns,
+            "churn",
+            "ClusterRole",
+            "view",
+            &[Subject::Group("churners".into())],
+        );
+    } else {
+        fake.delete(Kind::RoleBinding, Some(&ns), "churn");
+    }
+}
+
 /// b) and b2)'s workload: four Grafana datasources, one per tenant namespace, each granted by
 /// a Role + RoleBinding; 20 more namespaces for the churn; 64 CheckRequests over the four.
 fn cached_workload(fake: &FakeKube, seed: u64) -> Arc<Vec<CheckRequest>> {
@@ -310,7 +330,7 @@ fn cached_workload(fake: &FakeKube, seed: u64) -> Arc<Vec<CheckRequest>> {
         );
         callers.push((token, ns.to_string()));
     }
-    for i in 0..20 {
+    for i in 0..CHURN_NAMESPACES {
         fake.create_namespace(&format!("churn-{i}"));
     }
     let mut rng = Rng::new(seed + 1);
@@ -330,7 +350,6 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
     let tck = clk_tck();
     let fake = Arc::new(FakeKube::start().await);
     let requests = cached_workload(&fake, 70);
-    let churn_namespaces = 20;
     let kubeconfig = fake.kubeconfig_path().display().to_string();
     // Long TTLs on both sides: nothing measured expires (the part takes well under 30 min).
     let ttls = [
@@ -370,18 +389,7 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
             let mut i = 0u64;
             loop {
                 tick.tick().await;
-                let ns = format!("churn-{}", (i / 2) % churn_namespaces);
-                if i % 2 == 0 {
-                    fake.create_role_binding(
-                        &ns,
-                        "churn",
-                        "ClusterRole",
-                        "view",
-                        &[Subject::Group("churners".into())],
-                    );
-                } else {
-                    fake.delete(Kind::RoleBinding, Some(&ns), "churn");
-                }
+                churn_event(&fake, i);
                 churned.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
@@ -413,7 +421,7 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
         settings.warmup.as_secs_f64()
     );
     println!(
-        "     created or deleted in one of {churn_namespaces} other namespaces every 100 ms (10 watch events/s)."
+        "     created or deleted in one of {CHURN_NAMESPACES} other namespaces every 100 ms (10 watch events/s)."
     );
     let on_clients = loadgen::connect(on.grpc, conns).await?;
     let off_clients = loadgen::connect(off.grpc, conns).await?;
@@ -559,18 +567,7 @@ async fn callgrind_run(
     let mut denied = 0;
     for i in 0..checks {
         if i % CHECKS_PER_EVENT == 0 {
-            let ns = format!("churn-{}", (i / CHECKS_PER_EVENT / 2) % 20);
-            if (i / CHECKS_PER_EVENT) % 2 == 0 {
-                fake.create_role_binding(
-                    &ns,
-                    "churn",
-                    "ClusterRole",
-                    "view",
-                    &[Subject::Group("churners".into())],
-                );
-            } else {
-                fake.delete(Kind::RoleBinding, Some(&ns), "churn");
-            }
+            churn_event(fake, i / CHECKS_PER_EVENT);
         }
         let req = requests[(i % requests.len() as u64) as usize].clone();
         if code(&mut client, req).await? != 0 {
