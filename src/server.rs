@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::ext_authz::decision_log::DecisionLog;
 use crate::ext_authz::{CheckService, RequestParser};
 use crate::metrics::{CacheSizeCollector, Metrics};
-use crate::review::kube::KubeReviewer;
+use crate::review::kube::start::KubeBackend;
 use crate::review::static_::StaticReviewer;
 use crate::review::Reviewer;
 
@@ -58,38 +58,11 @@ pub async fn start(
     config.validate()?;
     match config.backend {
         Backend::Kubernetes => {
-            let backstop = config.decision_timeout + Duration::from_secs(1);
-            let client = kube_client(&config, backstop).await?;
-            // Watches idle between events (the server ends each after ~5 min): their client
-            // must not have the reviews' short read timeout.
-            let watch_client = if config.kubernetes.watch_rbac {
-                Some(kube_client(&config, Duration::from_secs(330)).await?)
-            } else {
-                None
-            };
-            let watch_pods = config.kubernetes.watch_pods;
-            let reviewer = KubeReviewer::new(
-                client,
-                config.kubernetes.audiences.clone(),
-                config.authorization.clone(),
-            )
-            .with_products(&config.products);
-            let probe = reviewer.clone();
+            let backend = KubeBackend::connect(&config).await?;
+            let reviewer = backend.reviewer();
             start_with(config, reviewer, shutdown, move |started| {
-                tokio::spawn(ignore_sighup());
-                if let Some(client) = watch_client {
-                    let target: Arc<dyn Invalidate> = started.authorizer.clone();
-                    crate::review::kube::watch::spawn(
-                        client,
-                        target,
-                        started.metrics.clone(),
-                        started.ready.readiness(),
-                        watch_pods,
-                    );
-                } else {
-                    tracing::info!("kubernetes.watch_rbac is off: revocations wait for the TTLs");
-                }
-                tokio::spawn(wait_for_api(probe, started.ready));
+                let target: Arc<dyn Invalidate> = started.authorizer.clone();
+                backend.spawn_beside(target, started.metrics, started.ready);
             })
             .await
         }
@@ -116,57 +89,6 @@ pub async fn start(
                 });
             })
             .await
-        }
-    }
-}
-
-/// SIGHUP would end the process by default; with the Kubernetes backend there is nothing to
-/// reload, so say so instead.
-async fn ignore_sighup() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: nothing to reload with the kubernetes backend");
-    }
-}
-
-pub(crate) async fn kube_client(config: &Config, read_timeout: Duration) -> Result<kube::Client> {
-    let err = |e: &dyn std::fmt::Display| Error::KubeConfig(e.to_string());
-    let mut kc = match &config.kubernetes.kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
-            kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .map_err(|e| err(&e))?
-        }
-        None => kube::Config::infer().await.map_err(|e| err(&e))?,
-    };
-    // The decision deadline bounds every review and gives the clear 503 reason; the client's
-    // own timeouts are only a backstop behind it, so they are set a little longer.
-    let backstop = config.decision_timeout + Duration::from_secs(1);
-    kc.connect_timeout = Some(backstop);
-    kc.read_timeout = Some(read_timeout);
-    kc.write_timeout = Some(backstop);
-    kube::Client::try_from(kc).map_err(|e| err(&e))
-}
-
-/// Marks the backend ready once `GET /version` answers; retries until it does.
-async fn wait_for_api(reviewer: KubeReviewer, ready: BackendReady) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match reviewer.reachable().await {
-            Ok(version) => {
-                tracing::info!(%version, "Kubernetes API reached");
-                ready.mark_ready().await;
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?delay, "Kubernetes API not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
         }
     }
 }

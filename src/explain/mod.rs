@@ -91,7 +91,7 @@ impl Engine {
             Backend::Static => Engine::Static(Arc::new(StaticReviewer::new(&config.static_))),
             Backend::Kubernetes => {
                 let backstop = config.decision_timeout + Duration::from_secs(1);
-                let client = crate::server::kube_client(config, backstop).await?;
+                let client = crate::review::kube::start::client(config, backstop).await?;
                 Engine::Kubernetes(Box::new(
                     KubeReviewer::new(
                         client,

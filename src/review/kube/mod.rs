@@ -10,6 +10,7 @@ use kube::Client;
 use super::{Authentication, ReviewError, ReviewKind, Reviewer, Verdict};
 
 pub mod answer;
+pub mod start;
 pub mod watch;
 use crate::config::{ProductsConfig, SarConfig, SarMapping};
 use crate::model::{Action, BearerToken, Identity, Product, Tenant};
