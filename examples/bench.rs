@@ -37,6 +37,8 @@ mod upstream;
 
 #[path = "bench/alloc.rs"]
 mod alloc;
+#[path = "bench/callgrind.rs"]
+mod callgrind;
 #[path = "bench/cold.rs"]
 mod cold;
 #[path = "bench/common.rs"]

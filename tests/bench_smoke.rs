@@ -44,6 +44,7 @@ fn bench_smoke_runs_every_part() {
         "side                        TokenReviews  SARs  reviews/min",
         "== 7. Traces of tenant-authz itself",
         "sampled 1 %",
+        "traces 1pct ",
         "== Summary: targets",
     ] {
         assert!(out.contains(expected), "no {expected:?}\n{transcript}");

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use serde_json::json;
 
+use crate::callgrind::{self, code};
 use crate::common::{
     check_request, clk_tck, cpu_ticks, http_get, jwt, median, metric, quantile, tempo_paths, Authz,
     Report, Result, Rng, Settings,
@@ -65,15 +66,6 @@ async fn readyz_body(authz: &Authz) -> String {
         .await
         .map(|(_, b)| b)
         .unwrap_or_else(|e| e)
-}
-
-/// The CheckResponse's gRPC code: 0 allowed, 7 denied (403), 16 unauthenticated (401), ...
-async fn code(client: &mut loadgen::Client, req: CheckRequest) -> Result<i32> {
-    client
-        .check(req)
-        .await
-        .map(|r| r.into_inner().status.map_or(0, |s| s.code))
-        .map_err(|e| format!("Check: {e}"))
 }
 
 /// A ServiceAccount `ns/name` in the store with a token (a JWT of the kubelet's shape).
@@ -535,9 +527,8 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
 /// this machine serves, 20 RoleBinding events/s, twice b)'s churn.
 const CHECKS_PER_EVENT: u64 = 500;
 
-/// Instructions the server executes (callgrind's `summary`, every thread) for one run: start,
-/// sync, warm the cache, `checks` cached Checks one at a time with one churn event every
-/// [`CHECKS_PER_EVENT`], then SIGTERM.
+/// Instructions the server executes for one run: start, sync, warm the cache, `checks` cached
+/// Checks one at a time with one churn event every [`CHECKS_PER_EVENT`], then SIGTERM.
 async fn callgrind_run(
     settings: &Settings,
     fake: &Arc<FakeKube>,
@@ -547,59 +538,23 @@ async fn callgrind_run(
     checks: u64,
 ) -> Result<u64> {
     let name = format!("tenant-authz-callgrind-{side}-{checks}");
-    let out = settings.dir.join(format!("{name}.callgrind"));
-    let wrapper = [
-        "valgrind".to_string(),
-        "--tool=callgrind".to_string(),
-        format!("--callgrind-out-file={}", out.display()),
-    ];
-    let mut authz =
-        Authz::start_under(settings, &name, &wrapper, args, Duration::from_secs(300)).await?;
+    let mut run = callgrind::Run::start(settings, &name, args).await?;
     if side == "on" {
-        wait_synced(&mut authz).await?;
+        wait_synced(&mut run.authz).await?;
     }
-    let mut client = loadgen::connect(authz.grpc, 1).await?.remove(0);
-    for req in requests.iter() {
-        if code(&mut client, req.clone()).await? != 0 {
-            return Err(format!("{name}: warm-up Check denied"));
-        }
-    }
-    let mut denied = 0;
-    for i in 0..checks {
+    run.checks(requests, checks, |i| {
         if i % CHECKS_PER_EVENT == 0 {
             churn_event(fake, i / CHECKS_PER_EVENT);
         }
-        let req = requests[(i % requests.len() as u64) as usize].clone();
-        if code(&mut client, req).await? != 0 {
-            denied += 1;
-        }
-    }
-    drop(client);
-    authz.proc.terminate(Duration::from_secs(120)).await?;
-    if denied > 0 {
-        return Err(format!("{name}: {denied} cached Checks denied"));
-    }
-    let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("summary:"))
-        .or_else(|| text.lines().find_map(|l| l.strip_prefix("totals:")))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("{}: no summary line", out.display()))
+    })
+    .await?;
+    run.finish().await
 }
 
 /// b2) The same question as b), in instructions, which do not drift with this shared
 /// machine's load: per cached Check = (I(2n) − I(n)) / n, so start-up, sync and warm-up cancel.
 async fn instructions(settings: &Settings, report: &mut Report) -> Result<()> {
-    if std::process::Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return Err(
-            "valgrind not found: install it (apt-get install valgrind; ./scripts/bench does)"
-                .into(),
-        );
-    }
+    callgrind::require_valgrind()?;
     let fake = Arc::new(FakeKube::start().await);
     let requests = cached_workload(&fake, 90);
     let kubeconfig = fake.kubeconfig_path().display().to_string();
@@ -633,7 +588,7 @@ async fn instructions(settings: &Settings, report: &mut Report) -> Result<()> {
     for (side, args) in [("off", &off_args), ("on", &on_args)] {
         let small = callgrind_run(settings, &fake, side, args, &requests, n).await?;
         let large = callgrind_run(settings, &fake, side, args, &requests, 2 * n).await?;
-        let per = large.saturating_sub(small) as f64 / n as f64;
+        let per = callgrind::per_check(small, large, n);
         println!(
             "     watches {side:<3}  I({n}) {small:>14}  I({}) {large:>14}  per Check {per:>9.0}",
             2 * n

@@ -3,6 +3,10 @@
 //! on at 1 % (the default ratio), both exporting over OTLP/gRPC to a receiver in this process.
 //! The Checks carry no `traceparent`, so the ratio decides (with Envoy's, the parent's flag
 //! would, at the same cost per Check).
+//!
+//! a) Wall clock: throughput and CPU per Check at concurrency 64, sides rotated.
+//! b) Instructions per cached Check (callgrind, every server thread, one Check at a time):
+//!    the same three sides in counts that do not drift with this shared machine's load.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +14,7 @@ use std::time::Instant;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use serde_json::json;
 
+use crate::callgrind;
 use crate::common::{clk_tck, cpu_ticks, median, quantile, Authz, Report, Result, Settings};
 use crate::direct;
 use crate::loadgen::{self, connections_for, Stop};
@@ -212,6 +217,68 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
         json!({"concurrency": c, "connections": conns, "rounds": rounds,
                "off": fig(figures[0]), "sampled_100": fig(figures[1]), "sampled_1": fig(figures[2]),
                "spans_received": spans}),
+    );
+    drop(sides);
+
+    let sides = [
+        ("off", base.to_vec()),
+        ("1pct", args(&on_1pct)),
+        ("100pct", args(&on_all)),
+    ];
+    instructions(settings, report, &sides, &requests).await
+}
+
+/// b) Instructions per cached Check for each side: per Check = (I(2n) − I(n)) / n.
+async fn instructions(
+    settings: &Settings,
+    report: &mut Report,
+    sides: &[(&str, Vec<&str>)],
+    requests: &Arc<Vec<CheckRequest>>,
+) -> Result<()> {
+    callgrind::require_valgrind()?;
+    let n: u64 = if settings.smoke { 100 } else { 10_000 };
+    println!();
+    println!("  b) instructions per cached Check (callgrind, every server thread), one Check at a");
+    println!(
+        "     time; runs of {n} and {} Checks, per Check = (I(2n) − I(n)) / n.",
+        2 * n
+    );
+    let mut per = Vec::new();
+    for (side, args) in sides {
+        let mut counts = [0u64; 2];
+        for (k, checks) in [n, 2 * n].into_iter().enumerate() {
+            let name = format!("tenant-authz-traces-callgrind-{side}-{checks}");
+            let mut run = callgrind::Run::start(settings, &name, args).await?;
+            run.checks(requests, checks, |_| {}).await?;
+            counts[k] = run.finish().await?;
+        }
+        let p = callgrind::per_check(counts[0], counts[1], n);
+        per.push(p);
+        println!(
+            "     traces {side:<7} I({n}) {:>14}  I({}) {:>14}  per Check {p:>9.0}  vs off {:.3}×",
+            counts[0],
+            2 * n,
+            counts[1],
+            p / per[0]
+        );
+    }
+    let (off, pct, all) = (per[0], per[1], per[2]);
+    report.target(
+        7,
+        "traces sampled at 1 % vs off: instructions per cached Check (callgrind)",
+        format!("{:.3}× ({pct:.0} vs {off:.0})", pct / off),
+        "≤ 1.05×",
+        pct / off <= 1.05,
+    );
+    report.notes.push(format!(
+        "part 7 b: every Check traced costs {:.2}× the instructions of traces off ({all:.0} vs {off:.0} per cached Check)",
+        all / off
+    ));
+    report.json.insert(
+        "part7_traces_instructions".into(),
+        json!({"checks": [n, 2 * n],
+               "per_check": {"off": off, "sampled_1": pct, "sampled_100": all},
+               "ratio_to_off": {"sampled_1": pct / off, "sampled_100": all / off}}),
     );
     Ok(())
 }
