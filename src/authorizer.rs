@@ -72,9 +72,6 @@ pub fn pod_scope(pod_uid: &str) -> Scope {
     Scope::of("pod", pod_uid)
 }
 
-/// `extra` key of the TokenReview user that names the pod a token is bound to.
-pub const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
-
 /// What a cached allow was decided for.
 #[derive(Debug)]
 pub struct Principal {
@@ -361,11 +358,11 @@ impl<R: Reviewer> Authorizer<R> {
                                 user: identity.username.as_str().into(),
                                 principal: Arc::new(Principal {
                                     user: identity.username.as_str().into(),
-                                    pod_uid: identity
-                                        .extra
-                                        .get(POD_UID_EXTRA)
-                                        .and_then(|v| v.first())
-                                        .map(|u| u.as_str().into()),
+                                    pod_uid: self
+                                        .reviewer
+                                        .revocable(&identity)
+                                        .bound_to
+                                        .map(Into::into),
                                 }),
                                 identity,
                                 // The TTL is at most the configured one (validated, <= 24 h).
@@ -605,15 +602,17 @@ impl<R: Reviewer> Authorizer<R> {
         }
     }
 
-    /// The identity TTL for `identity`: the long one only for a ServiceAccount whose deletion
-    /// (and, for a pod-bound token, its pod's) the watches see; users of other authenticators
-    /// (OIDC, cloud IAM webhooks) cannot be revoked by any watch.
+    /// The identity TTL for `identity`: the long one only for an account whose deletion (and,
+    /// for a token bound to an object, that object's) the watches see: with Kubernetes, a
+    /// ServiceAccount and its token's pod. Users of other authenticators (OIDC, cloud IAM
+    /// webhooks) cannot be revoked by any watch.
     fn identity_ttl(&self, identity: &Identity) -> Duration {
         let c = &self.settings.cache;
         let health = self.watch_health();
-        let service_account = identity.username.starts_with("system:serviceaccount:");
-        let pod_bound = identity.extra.contains_key(POD_UID_EXTRA);
-        if service_account && health.service_accounts && (!pod_bound || health.pods == Some(true)) {
+        let revocable = self.reviewer.revocable(identity);
+        let bound = revocable.bound_to.is_some();
+        if revocable.by_account && health.service_accounts && (!bound || health.pods == Some(true))
+        {
             c.watched_identity_ttl
         } else {
             c.identity_ttl

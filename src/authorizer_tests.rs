@@ -551,9 +551,10 @@ fn only_watched_service_accounts_get_the_long_identity_ttl() {
         ..Default::default()
     };
     let mut pod_bound = sa.clone();
-    pod_bound
-        .extra
-        .insert(POD_UID_EXTRA.into(), vec!["pod-uid-1".into()]);
+    pod_bound.extra.insert(
+        crate::review::kube::POD_UID_EXTRA.into(),
+        vec!["pod-uid-1".into()],
+    );
     let c = CacheConfig::default();
     assert_eq!(e.identity_ttl(&sa), c.identity_ttl, "no watch yet");
     e.set_watch_health(WatchHealth {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Authentication, ReviewError, ReviewKind, Reviewer, Verdict};
+use super::{Authentication, ReviewError, ReviewKind, Reviewer, Revocable, Verdict};
 use crate::model::{Action, BearerToken, Identity, Product, Tenant, TokenHash};
 
 #[derive(Default)]
@@ -114,5 +114,10 @@ impl Reviewer for MemoryReviewer {
 
     fn remedy(&self, tenant: &Tenant, _product: Product, action: Action) -> String {
         format!("grant {action} on \"{tenant}\"")
+    }
+
+    /// As the Kubernetes API's users: it stands in for it in the engine's tests.
+    fn revocable<'a>(&self, identity: &'a Identity) -> Revocable<'a> {
+        super::kube::revocable(identity)
     }
 }

@@ -140,4 +140,20 @@ pub trait Reviewer: Send + Sync + 'static {
     /// What would allow `action` on `tenant` in `product`, in this backend's terms, for the
     /// 403 message.
     fn remedy(&self, tenant: &Tenant, product: Product, action: Action) -> String;
+
+    /// What this backend's watches can end `identity` by before its TTL runs out, so the
+    /// engine knows whether a long identity TTL is safe. Default: nothing (no watches).
+    fn revocable<'a>(&self, _identity: &'a Identity) -> Revocable<'a> {
+        Revocable::default()
+    }
+}
+
+/// What a backend's watches can end an identity by before its TTL runs out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Revocable<'a> {
+    /// The account's deletion (or re-creation) is watched: with Kubernetes, a ServiceAccount.
+    pub by_account: bool,
+    /// The object the token is bound to, by UID, whose deletion ends the token: with
+    /// Kubernetes, the pod of a pod-bound ServiceAccount token.
+    pub bound_to: Option<&'a str>,
 }

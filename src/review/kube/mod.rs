@@ -7,7 +7,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::PostParams;
 use kube::Client;
 
-use super::{Authentication, ReviewError, ReviewKind, Reviewer, Verdict};
+use super::{Authentication, ReviewError, ReviewKind, Reviewer, Revocable, Verdict};
 
 pub mod answer;
 pub mod start;
@@ -267,5 +267,25 @@ impl Reviewer for KubeReviewer {
                 self.sar.verb(action),
             ),
         }
+    }
+
+    fn revocable<'a>(&self, identity: &'a Identity) -> Revocable<'a> {
+        revocable(identity)
+    }
+}
+
+/// `extra` key of the TokenReview user that names the pod a token is bound to.
+pub const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
+
+/// What the watches can end a TokenReview user by: a ServiceAccount's deletion (the
+/// ServiceAccount watch), and, for a pod-bound token, its pod's (the pod watch).
+pub fn revocable(identity: &Identity) -> Revocable<'_> {
+    Revocable {
+        by_account: identity.username.starts_with("system:serviceaccount:"),
+        bound_to: identity
+            .extra
+            .get(POD_UID_EXTRA)
+            .and_then(|v| v.first())
+            .map(String::as_str),
     }
 }
