@@ -371,8 +371,8 @@ impl Cli {
         set!(
             grpc_addr => grpc_addr,
             admin_addr => admin_addr,
-            log_format => log_format,
-            log_cached_allow_sample_ratio => log_cached_allow_sample_ratio,
+            log_format => log.format,
+            log_cached_allow_sample_ratio => log.cached_allow_sample_ratio,
             tenant_header => tenant_header,
             max_token_bytes => max_token_bytes,
             decision_timeout => decision_timeout,
@@ -428,7 +428,7 @@ mod tests {
             format!("[default: {}]", d.grpc_addr),
             format!("[default: {}]", d.admin_addr),
             format!("[default: {}]", d.tenant_header),
-            format!("[default: {}]", d.log_cached_allow_sample_ratio),
+            format!("[default: {}]", d.log.cached_allow_sample_ratio),
             format!("[default: {}]", d.max_token_bytes),
             format!(
                 "[default: {}]",

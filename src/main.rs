@@ -36,7 +36,13 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", serde_yaml_ng::to_string(&config)?);
         return Ok(());
     }
-    tenant_authz::telemetry::init(config.log_format);
+    tenant_authz::telemetry::init(config.log.format);
+    for key in &config.deprecated {
+        tracing::warn!(
+            key,
+            "the config file uses an old key; it still works, rename it"
+        );
+    }
     tenant_authz::run(config, shutdown_signal())
         .await
         .context("tenant-authz stopped with an error")

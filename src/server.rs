@@ -162,7 +162,7 @@ pub async fn start_with<R: Reviewer>(
     let parser = RequestParser::from_config(&config);
     let traces = crate::traces::Traces::from_config(&config.traces)?;
     let service = CheckService::new(authorizer, parser, metrics, &config.tenant_header)
-        .with_decision_log(DecisionLog::new(config.log_cached_allow_sample_ratio))
+        .with_decision_log(DecisionLog::new(config.log.cached_allow_sample_ratio))
         .with_traces(traces.clone());
 
     let grpc_listener = bind(config.grpc_addr).await?;

@@ -233,7 +233,36 @@ async fn sample_ratio_outside_zero_to_one_is_refused_naming_the_field() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("log_cached_allow_sample_ratio"), "{err}");
+    assert!(err.contains("log.cached_allow_sample_ratio"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_log_keys_still_work_and_are_warned_about_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = static_config(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    assert!(!text.contains("log_format"), "examples/static.yaml changed");
+    text.push_str("\nlog_format: json\n");
+    std::fs::write(&config, text).unwrap();
+    let authz = AuthzProcess::spawn_args(&["--config", config.to_str().unwrap()], &[]);
+    authz.wait_ready(Duration::from_secs(20)).await;
+    let log = authz.log();
+    let warning = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"].as_str().is_some_and(|m| m.contains("old key")))
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON warning about the old key (so log_format: json took effect too):\n{log}"
+            )
+        });
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert!(
+        warning["key"]
+            .as_str()
+            .is_some_and(|k| k.contains("log.format")),
+        "{warning}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

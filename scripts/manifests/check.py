@@ -324,8 +324,8 @@ def check_tenant_authz_pod(builds):
             tgp = pod.get("terminationGracePeriodSeconds", 30)
             if delay < 5 or tgp < delay + grace:
                 fail(w, f"shutdown.delay {delay}s (>= 5s) + grace {grace}s must fit terminationGracePeriodSeconds {tgp}")
-            if cfg.get("log_format") != "json" or cfg.get("backend") != "kubernetes":
-                fail(w, "config: log_format json, backend kubernetes")
+            if get(cfg, "log.format") != "json" or cfg.get("backend") != "kubernetes":
+                fail(w, "config: log.format json, backend kubernetes")
 
 
 def parse_seconds(s):
@@ -517,8 +517,8 @@ def check_config_parses(builds, binary):
                     fail(f"{build} {name_of(d)}", f"tenant-authz rejects it: {r.stderr.strip()}")
                     continue
                 eff = yaml.safe_load(r.stdout)
-                if get(eff, "shutdown.delay") not in ("5s",) or get(eff, "log_format") != "json":
-                    fail(f"{build} {name_of(d)}", f"effective config differs: shutdown {get(eff, 'shutdown')}, log_format {get(eff, 'log_format')}")
+                if get(eff, "shutdown.delay") not in ("5s",) or get(eff, "log.format") != "json":
+                    fail(f"{build} {name_of(d)}", f"effective config differs: shutdown {get(eff, 'shutdown')}, log.format {get(eff, 'log.format')}")
                 print(f"    {name_of(d)}: ok")
     if not seen:
         fail("builds", "no tenant-authz-config ConfigMap")

@@ -27,7 +27,7 @@ impl Config {
             return Ok(Self::default());
         }
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             Error::ConfigParse {
                 path: Default::default(),
@@ -38,6 +38,8 @@ impl Config {
                 },
                 message: e.into_inner().to_string(),
             }
-        })
+        })?;
+        config.fold_old_log_keys()?;
+        Ok(config)
     }
 }

@@ -30,11 +30,14 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// Address of the admin HTTP server: `/healthz`, `/readyz`, `/metrics`, `/debug/*`.
     pub admin_addr: SocketAddr,
-    /// Log format: `text` or `json`.
-    pub log_format: LogFormat,
-    /// Share of cached allows that get an `info` line in the decision log (0.0..=1.0); the
-    /// others are at `debug`. Every other decision is always logged.
-    pub log_cached_allow_sample_ratio: f64,
+    /// Logs: format and the decision log's sampling of cached allows.
+    pub log: LogConfig,
+    /// Before `log.format`: read (and warned about) when `log.format` is not set, never written.
+    #[serde(skip_serializing)]
+    pub log_format: Option<LogFormat>,
+    /// Before `log.cached_allow_sample_ratio`: as `log_format`.
+    #[serde(skip_serializing)]
+    pub log_cached_allow_sample_ratio: Option<f64>,
     /// Where identities and grants come from.
     pub backend: Backend,
     /// Request header naming the tenant(s); Tempo's is `x-scope-orgid`.
@@ -60,6 +63,9 @@ pub struct Config {
     /// The file this configuration was read from (watched for reloads); not a config field.
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
+    /// Old keys the file used (`log_format`, ...), for a warning at start-up; not a config field.
+    #[serde(skip)]
+    pub deprecated: Vec<&'static str>,
 }
 
 impl Default for Config {
@@ -67,8 +73,9 @@ impl Default for Config {
         Self {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9001)),
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
-            log_format: LogFormat::Text,
-            log_cached_allow_sample_ratio: 0.0,
+            log: LogConfig::default(),
+            log_format: None,
+            log_cached_allow_sample_ratio: None,
             backend: Backend::Kubernetes,
             tenant_header: "x-scope-orgid".into(),
             max_token_bytes: 16 * 1024,
@@ -82,6 +89,27 @@ impl Default for Config {
             traces: TracesConfig::default(),
             static_: StaticConfig::default(),
             source: None,
+            deprecated: Vec::new(),
+        }
+    }
+}
+
+/// The `log` section.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Share of cached allows that get an `info` line in the decision log (0.0..=1.0); the
+    /// others are at `debug`. Every other decision is always logged.
+    pub cached_allow_sample_ratio: f64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            cached_allow_sample_ratio: 0.0,
         }
     }
 }
@@ -91,6 +119,37 @@ impl Default for Config {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl Config {
+    /// Moves the keys of before the `log` section into it and records them in `deprecated`.
+    /// Both spellings of one setting in the same file is an error naming both.
+    pub(crate) fn fold_old_log_keys(&mut self) -> Result<(), crate::error::Error> {
+        let defaults = LogConfig::default();
+        let used = &mut self.deprecated;
+        let clash = |old: &str, new: &str| crate::error::Error::ConfigInvalid {
+            field: old.into(),
+            reason: format!("replaced by {new}; set only {new}"),
+        };
+        if let Some(format) = self.log_format.take() {
+            if self.log.format != defaults.format {
+                return Err(clash("log_format", "log.format"));
+            }
+            self.log.format = format;
+            used.push("log_format (now log.format)");
+        }
+        if let Some(ratio) = self.log_cached_allow_sample_ratio.take() {
+            if self.log.cached_allow_sample_ratio != defaults.cached_allow_sample_ratio {
+                return Err(clash(
+                    "log_cached_allow_sample_ratio",
+                    "log.cached_allow_sample_ratio",
+                ));
+            }
+            self.log.cached_allow_sample_ratio = ratio;
+            used.push("log_cached_allow_sample_ratio (now log.cached_allow_sample_ratio)");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

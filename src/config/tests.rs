@@ -297,15 +297,47 @@ fn tempo_2_10_and_3_0_operator_paths_are_denied() {
 
 #[test]
 fn cached_allow_sample_ratio_is_a_share_and_named_when_wrong() {
-    let c = Config::from_yaml("log_cached_allow_sample_ratio: 0.25\n").unwrap();
-    assert_eq!(c.log_cached_allow_sample_ratio, 0.25);
+    let c = Config::from_yaml("log:\n  cached_allow_sample_ratio: 0.25\n").unwrap();
+    assert_eq!(c.log.cached_allow_sample_ratio, 0.25);
     c.validate().unwrap();
     for bad in ["1.5", "-0.1", ".nan"] {
-        let c = Config::from_yaml(&format!("log_cached_allow_sample_ratio: {bad}\n")).unwrap();
+        let c = Config::from_yaml(&format!("log:\n  cached_allow_sample_ratio: {bad}\n")).unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(
-            err.contains("log_cached_allow_sample_ratio"),
+            err.contains("log.cached_allow_sample_ratio"),
             "{bad}: {err}"
         );
+    }
+}
+
+#[test]
+fn the_log_section_reads_json_and_unknown_keys_are_named() {
+    let c = Config::from_yaml("log:\n  format: json\n").unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(c.deprecated.is_empty());
+    let err = Config::from_yaml("log:\n  level: debug\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("log") && err.contains("level"), "{err}");
+}
+
+#[test]
+fn old_log_keys_still_work_are_recorded_and_clash_with_the_new_ones() {
+    let c = Config::from_yaml("log_format: json\nlog_cached_allow_sample_ratio: 0.5\n").unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.cached_allow_sample_ratio, 0.5);
+    assert_eq!(c.log_format, None, "folded into log, not kept twice");
+    assert_eq!(c.deprecated.len(), 2, "{:?}", c.deprecated);
+    assert!(c.deprecated[0].contains("log.format"));
+    // Never written back in the old spelling.
+    let printed = serde_yaml_ng::to_string(&c).unwrap();
+    assert!(!printed.contains("log_format"), "{printed}");
+    assert!(printed.contains("format: json"), "{printed}");
+    for both in [
+        "log_format: json\nlog:\n  format: json\n",
+        "log_cached_allow_sample_ratio: 0.5\nlog:\n  cached_allow_sample_ratio: 0.5\n",
+    ] {
+        let err = Config::from_yaml(both).unwrap_err().to_string();
+        assert!(err.contains("replaced by log."), "{both}: {err}");
     }
 }

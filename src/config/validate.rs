@@ -40,10 +40,10 @@ impl Config {
                 format!("{} is outside 64..=65536", self.max_token_bytes),
             );
         }
-        let ratio = self.log_cached_allow_sample_ratio;
+        let ratio = self.log.cached_allow_sample_ratio;
         if !(0.0..=1.0).contains(&ratio) {
             return invalid(
-                "log_cached_allow_sample_ratio",
+                "log.cached_allow_sample_ratio",
                 format!("{ratio} is outside 0.0..=1.0"),
             );
         }

@@ -2,7 +2,7 @@
 //! (`tenant_authz::decision`) so it can be filtered apart from the rest of the log.
 //!
 //! Levels: `warn` for 5xx denials, `info` for other denials and reviewed allows, `debug` for
-//! cached allows except a sampled share (`log_cached_allow_sample_ratio`), which is `info`.
+//! cached allows except a sampled share (`log.cached_allow_sample_ratio`), which is `info`.
 //! A cached allow costs a few microseconds; a log line costs more, and Envoy's access log
 //! already records every request, so by default they are not logged at `info`.
 //!

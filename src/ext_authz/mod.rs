@@ -63,7 +63,7 @@ impl<R: Reviewer> CheckService<R> {
         }
     }
 
-    /// Logs a share of cached allows at `info` (`log_cached_allow_sample_ratio`).
+    /// Logs a share of cached allows at `info` (`log.cached_allow_sample_ratio`).
     pub fn with_decision_log(mut self, log: DecisionLog) -> Self {
         self.log = log;
         self
