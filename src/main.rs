@@ -121,10 +121,8 @@ async fn explain(cli: &Cli, args: &ExplainArgs) -> anyhow::Result<i32> {
     }
     let token = tenant_authz::explain::token_from_input(input)?;
     let report = tenant_authz::explain::explain(&config, &args.question(), &token).await?;
-    match args.output {
-        ExplainOutput::Text => print!("{}", tenant_authz::explain::render_text(&report)),
-        ExplainOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-    }
+    let json = matches!(args.output, ExplainOutput::Json);
+    print!("{}", tenant_authz::explain::render(&report, json, &token));
     Ok(report.exit_code.into())
 }
 

@@ -1036,6 +1036,39 @@ async fn token_is_never_printed_in_any_outcome_of_either_backend() {
     .await;
     assert_eq!(run.code, 6, "{}", run.stdout);
     fake.set_fault_for(ReviewKind::TokenReview, Fault::None);
+    // 0 from an authenticator that copies the token into the uid, a group and extra (a key
+    // and a value): a valid identity (they only go back to the API server in SARs), but
+    // explain prints them, so each is withheld, in the identity and in the SAR shown.
+    let mut echo = FakeUser::service_account("showcase", "query");
+    echo.uid = format!("uid-{}", &TOKEN[3..20]);
+    echo.groups.push(format!("team:{}", &TOKEN[10..30]));
+    echo.extra
+        .insert("example.com/credential".into(), vec![TOKEN.to_string()]);
+    echo.extra
+        .insert(format!("example.com/{}", &TOKEN[..16]), vec!["x".into()]);
+    fake.add_token(TOKEN, echo);
+    for output in ["text", "json"] {
+        let run = explain_async(
+            k(&[
+                "--tenant", "showcase", "--action", "read", "--output", output,
+            ]),
+            TOKEN,
+        )
+        .await;
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout
+                .matches("withheld: it quotes the credential")
+                .count()
+                >= 3,
+            "{output}: {}",
+            run.stdout
+        );
+        if output == "json" {
+            let report: Value = serde_json::from_str(&run.stdout).expect("JSON still parses");
+            assert_eq!(report["identity"]["user"], QUERY_USER, "{report}");
+        }
+    }
     fake.remove_token(TOKEN);
     let run = explain_async(k(&["--tenant", "showcase", "--action", "read"]), TOKEN).await;
     assert_eq!(run.code, 4, "{}", run.stdout);

@@ -33,6 +33,60 @@ pub use report::{exit_code, IdentityReport, Report, RequestReport, RuleReport, T
 use route::{check_request, request_report};
 pub use text::render_text;
 
+/// What [`render`] prints in place of a string or line that quotes the token.
+pub const WITHHELD: &str = "[withheld: it quotes the credential]";
+
+/// The report as printed, text or JSON, with every string (JSON) or line (text) that quotes
+/// the token or a 12-byte piece of it withheld. The backend's answers are outside input: a
+/// webhook authenticator may copy the credential into the uid, a group or an extra value,
+/// which the server only sends back to the API server in SARs but `explain` prints.
+pub fn render(report: &Report, json: bool, token: &BearerToken) -> String {
+    if json {
+        let mut value = serde_json::to_value(report).unwrap_or_default();
+        withhold_json(&mut value, token);
+        let mut out = serde_json::to_string_pretty(&value).unwrap_or_default();
+        out.push('\n');
+        out
+    } else {
+        let text = render_text(report);
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines() {
+            if token.is_quoted_in(line) {
+                let indent = line.len() - line.trim_start().len();
+                out.push_str(&line[..indent]);
+                out.push_str(WITHHELD);
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn withhold_json(value: &mut serde_json::Value, token: &BearerToken) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if token.is_quoted_in(s) => *s = WITHHELD.into(),
+        Value::Array(items) => items.iter_mut().for_each(|v| withhold_json(v, token)),
+        Value::Object(map) => {
+            // Keys too: `extra` is a map whose keys come from the API.
+            let quoted: Vec<String> = map
+                .keys()
+                .filter(|k| token.is_quoted_in(k))
+                .cloned()
+                .collect();
+            for (i, key) in quoted.into_iter().enumerate() {
+                if let Some(v) = map.remove(&key) {
+                    map.insert(format!("{WITHHELD} {}", i + 1), v);
+                }
+            }
+            map.values_mut().for_each(|v| withhold_json(v, token));
+        }
+        _ => {}
+    }
+}
+
 /// What to explain: the tenant header's value and either an action or a request line.
 #[derive(Clone, Debug)]
 pub struct Question {

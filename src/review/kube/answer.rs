@@ -293,8 +293,9 @@ fn identity(user: UserInfo, token: &BearerToken) -> Result<Identity, ReviewError
             "the user name, a group or an extra value has control characters",
         ));
     }
-    // Only the name leaves tenant-authz (403 bodies, log lines, metadata); uid, groups and
-    // extra go back to the API server alone, in SARs. So only the name must not quote the
+    // Only the name leaves the server (403 bodies, log lines, metadata); uid, groups and
+    // extra go back to the API server alone, in SARs (`explain` prints them, but withholds
+    // any that quotes the token: `explain::render`). So only the name must not quote the
     // token: a JWT cannot contain it in clear (its claims are base64url), and a name an API
     // copied from the token would put a piece of it in every log line.
     if token.is_quoted_in(&identity.username) {
