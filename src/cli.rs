@@ -233,6 +233,10 @@ pub struct Cli {
     )]
     pub watch_pods: Option<bool>,
 
+    /// A watch silent this long is taken as dead and relisted (the API server sends a bookmark every minute) [default: 2m 30s]
+    #[arg(long, global = true, env = "TENANT_AUTHZ_WATCH_IDLE_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub watch_idle_timeout: Option<Duration>,
+
     /// OTLP/gRPC endpoint for tenant-authz's own spans, http://host:4317 [default: none, no traces]
     #[arg(long, env = "TENANT_AUTHZ_TRACES_ENDPOINT", value_name = "URL")]
     pub traces_endpoint: Option<String>,
@@ -396,6 +400,7 @@ impl Cli {
             cache_watched_identity_ttl => cache.watched_identity_ttl,
             watch_rbac => kubernetes.watch_rbac,
             watch_pods => kubernetes.watch_pods,
+            watch_idle_timeout => kubernetes.watch_idle_timeout,
             traces_sampling_ratio => traces.sampling_ratio,
             traces_service_name => traces.service_name,
             traces_follow_client_sampled => traces.follow_client_sampled,
@@ -456,6 +461,10 @@ mod tests {
             format!(
                 "[default: {}]",
                 humantime::format_duration(d.cache.identity_ttl)
+            ),
+            format!(
+                "[default: {}]",
+                humantime::format_duration(d.kubernetes.watch_idle_timeout)
             ),
         ] {
             assert!(help.contains(&expected), "--help lacks {expected}");

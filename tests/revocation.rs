@@ -33,7 +33,11 @@ async fn setup() -> FakeKube {
 
 /// Starts tenant-authz and waits until every watch has synced (`/readyz` without the note).
 async fn start(fake: &FakeKube) -> AuthzProcess {
-    let authz = AuthzProcess::start(fake.kubeconfig_path(), &[]).await;
+    start_with(fake, &[]).await
+}
+
+async fn start_with(fake: &FakeKube, args: &[&str]) -> AuthzProcess {
+    let authz = AuthzProcess::start(fake.kubeconfig_path(), args).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = authz.admin_get("/readyz").await.expect("readyz");
@@ -160,6 +164,9 @@ async fn a_burst_of_other_tenants_events_keeps_unaffected_decisions() {
     let fake = setup().await;
     let authz = start(&fake).await;
     assert_eq!(read(&authz, "showcase").await.0, 200);
+    // A cached denial inside the burst: only its invalidation can turn it into an allow.
+    assert_eq!(read(&authz, "team-7").await.0, 403);
+    assert_eq!(read(&authz, "team-7").await.0, 403);
     let sars = fake.subject_access_reviews();
     let mut last = None;
     for i in 0..1000 {
@@ -181,8 +188,12 @@ async fn a_burst_of_other_tenants_events_keeps_unaffected_decisions() {
         sars,
         "showcase's cached allow was dropped by other tenants' events"
     );
-    // The burst did reach the engine: a team tenant is allowed at once.
+    // The burst did reach the engine: the tenant denied (and cached) before it is allowed.
     assert_eq!(read(&authz, "team-7").await.0, 200);
+    assert!(
+        fake.subject_access_reviews() > sars,
+        "team-7's allow came without a new SAR"
+    );
 }
 
 /// Watch down: `/readyz` says so, `tenant_authz_watch_up` is 0, and the allow TTL falls back
@@ -317,4 +328,49 @@ async fn deleted_pod_drops_its_bound_tokens_when_pods_are_watched() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A watch that goes silent (a connection that died without a word: no FIN, no RST) is taken
+/// as dead after `kubernetes.watch_idle_timeout` and relisted, with short TTLs meanwhile. One
+/// that gets the API server's periodic bookmarks (every minute in a real cluster; every
+/// 300 ms here) is never taken as dead, however quiet its objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_watch_is_taken_as_dead_but_bookmarks_keep_a_quiet_one_alive() {
+    let fake = setup().await;
+    fake.set_bookmark_interval(Some(Duration::from_millis(300)));
+    let authz = start_with(&fake, &["--watch-idle-timeout", "2s"]).await;
+    let lists = fake.lists();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        fake.lists(),
+        lists,
+        "bookmarks came every 300 ms, yet a watch was taken as dead\n{}",
+        authz.log()
+    );
+
+    fake.set_bookmark_interval(None);
+    let silent = Instant::now();
+    let deadline = silent + Duration::from_secs(15);
+    while fake.lists() == lists {
+        assert!(
+            Instant::now() < deadline,
+            "silent watches were never relisted\n{}",
+            authz.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = silent.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "relisted after {after:?}, before the 2 s idle timeout"
+    );
+    let metrics = authz.metrics().await;
+    let errors = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("tenant_authz_watch_events_total{") && l.contains("event=\"error\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(errors >= 1.0, "no watch error counted\n{metrics}");
 }

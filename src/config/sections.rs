@@ -50,6 +50,12 @@ pub struct KubernetesConfig {
     /// Also watch Pods (metadata only), so a pod-bound token's identity is dropped when its
     /// pod is deleted. Off by default: a cluster-wide pod watch is the costliest of all.
     pub watch_pods: bool,
+    /// A watch silent for this long is taken as dead (a dropped connection the network never
+    /// reported) and relisted, with short TTLs meanwhile. The API server sends a BOOKMARK
+    /// on every watch at least once a minute (`defaultBookmarkFrequency`, watch cache), so a
+    /// live watch is never this quiet.
+    #[serde(with = "humantime_serde")]
+    pub watch_idle_timeout: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -61,6 +67,7 @@ impl Default for KubernetesConfig {
             max_reviews_per_check: 4,
             watch_rbac: true,
             watch_pods: false,
+            watch_idle_timeout: Duration::from_secs(150),
         }
     }
 }

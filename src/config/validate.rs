@@ -65,6 +65,13 @@ impl Config {
                 "must be at least 2 (one TokenReview and one SubjectAccessReview)".into(),
             );
         }
+        let idle = self.kubernetes.watch_idle_timeout;
+        if idle < Duration::from_secs(1) || idle > Duration::from_secs(600) {
+            return invalid(
+                "kubernetes.watch_idle_timeout",
+                "must be within 1s..=10m (the API server sends a bookmark every minute: keep it above 1m in a cluster)".into(),
+            );
+        }
         let per_check = self.kubernetes.max_reviews_per_check;
         if per_check == 0 || per_check > self.kubernetes.max_concurrent_reviews {
             return invalid(

@@ -11,10 +11,6 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::server::BackendReady;
 
-/// How long an idle watch may go without a byte: the API server ends each watch after about
-/// five minutes, so this only catches a connection that died silently.
-const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(330);
-
 /// The Kubernetes backend, connected but not yet started.
 pub struct KubeBackend {
     reviewer: KubeReviewer,
@@ -29,9 +25,10 @@ impl KubeBackend {
         let backstop = config.decision_timeout + Duration::from_secs(1);
         let client = client(config, backstop).await?;
         // Watches idle between events: their client must not have the reviews' short read
-        // timeout.
+        // timeout, but `watch_idle_timeout`, longer than the API server's bookmark period, so
+        // a connection that died silently is noticed.
         let watch_client = if config.kubernetes.watch_rbac {
-            Some(self::client(config, WATCH_READ_TIMEOUT).await?)
+            Some(self::client(config, config.kubernetes.watch_idle_timeout).await?)
         } else {
             None
         };

@@ -122,6 +122,29 @@ pub enum Effect {
     Pod(String),
 }
 
+/// Adds what `effect` drops to `batch`; the scope's metric label, `None` for nothing.
+fn add(batch: &mut Invalidation, effect: Effect) -> Option<&'static str> {
+    Some(match effect {
+        Effect::Nothing => return None,
+        Effect::Tenant(t) => {
+            batch.tenants.insert(t);
+            "tenant"
+        }
+        Effect::AllDecisions => {
+            batch.all_decisions = true;
+            "all_decisions"
+        }
+        Effect::User(u) => {
+            batch.users.insert(u);
+            "user"
+        }
+        Effect::Pod(uid) => {
+            batch.pods.insert(uid);
+            "pod"
+        }
+    })
+}
+
 /// What the watches know: per object its `(resourceVersion, uid)`.
 type Seen = HashMap<ObjectKey, (String, String)>;
 
@@ -138,6 +161,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     up: Mutex<HashMap<Watched, bool>>,
+    /// What each watch had seen when its task ended (a panic), for its restart.
+    seen: Mutex<HashMap<Watched, Seen>>,
     pending: Mutex<Invalidation>,
     wake: Notify,
 }
@@ -148,24 +173,9 @@ impl Shared {
     fn apply(&self, watched: Watched, effect: Effect) {
         let scope = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            match effect {
-                Effect::Nothing => return,
-                Effect::Tenant(t) => {
-                    pending.tenants.insert(t);
-                    "tenant"
-                }
-                Effect::AllDecisions => {
-                    pending.all_decisions = true;
-                    "all_decisions"
-                }
-                Effect::User(u) => {
-                    pending.users.insert(u);
-                    "user"
-                }
-                Effect::Pod(uid) => {
-                    pending.pods.insert(uid);
-                    "pod"
-                }
+            match add(&mut pending, effect) {
+                Some(scope) => scope,
+                None => return,
             }
         };
         tracing::debug!(resource = watched.as_str(), scope, "watch: invalidating");
@@ -173,21 +183,46 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// Applies `effects` before returning (and again after [`SECOND_PASS`]): for the changes a
+    /// relist found, which must be gone before the watch counts as up again and the long TTLs
+    /// apply; through the flusher they could come a moment after.
+    fn apply_now(&self, watched: Watched, effects: impl IntoIterator<Item = Effect>) {
+        let mut batch = Invalidation::default();
+        for effect in effects {
+            if let Some(scope) = add(&mut batch, effect) {
+                self.metrics.invalidated(scope);
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        tracing::info!(
+            resource = watched.as_str(),
+            "watch: applying what changed while it was away"
+        );
+        self.invalidate_twice(batch);
+    }
+
+    /// Invalidates `batch` now and again after [`SECOND_PASS`].
+    fn invalidate_twice(&self, batch: Invalidation) {
+        self.target.invalidate(&batch);
+        let target = self.target.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(SECOND_PASS).await;
+            target.invalidate(&batch);
+        });
+    }
+
     /// Applies queued invalidations as they come, and each batch again after [`SECOND_PASS`].
     async fn flush(self: Arc<Self>) {
         loop {
-            self.wake.notified().await;
+            // What was queued before this task (re)started is applied first.
             let batch =
                 std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-            if batch.is_empty() {
-                continue;
+            if !batch.is_empty() {
+                self.invalidate_twice(batch);
             }
-            self.target.invalidate(&batch);
-            let target = self.target.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(SECOND_PASS).await;
-                target.invalidate(&batch);
-            });
+            self.wake.notified().await;
         }
     }
 
@@ -262,25 +297,78 @@ pub fn spawn(
         metrics,
         readiness,
         up: Mutex::new(watched.iter().map(|w| (*w, false)).collect()),
+        seen: Mutex::new(HashMap::new()),
         pending: Mutex::new(Invalidation::default()),
         wake: Notify::new(),
     });
-    let mut tasks = vec![tokio::spawn(shared.clone().flush())];
+    let mut tasks = vec![tokio::spawn(supervise(None, shared.clone(), |s| s.flush()))];
     tasks.extend(watched.into_iter().map(|w| {
         let (c, s) = (client.clone(), shared.clone());
+        let watch = Some(w);
         match w {
-            Watched::Roles => tokio::spawn(run::<Role>(Api::all(c), w, s)),
-            Watched::RoleBindings => tokio::spawn(run::<RoleBinding>(Api::all(c), w, s)),
-            Watched::ClusterRoles => tokio::spawn(run::<ClusterRole>(Api::all(c), w, s)),
-            Watched::ClusterRoleBindings => {
-                tokio::spawn(run::<ClusterRoleBinding>(Api::all(c), w, s))
-            }
-            Watched::Namespaces => tokio::spawn(run::<Namespace>(Api::all(c), w, s)),
-            Watched::ServiceAccounts => tokio::spawn(run::<ServiceAccount>(Api::all(c), w, s)),
-            Watched::Pods => tokio::spawn(run::<Pod>(Api::all(c), w, s)),
+            Watched::Roles => tokio::spawn(supervise(watch, s, move |s| {
+                run::<Role>(Api::all(c.clone()), w, s)
+            })),
+            Watched::RoleBindings => tokio::spawn(supervise(watch, s, move |s| {
+                run::<RoleBinding>(Api::all(c.clone()), w, s)
+            })),
+            Watched::ClusterRoles => tokio::spawn(supervise(watch, s, move |s| {
+                run::<ClusterRole>(Api::all(c.clone()), w, s)
+            })),
+            Watched::ClusterRoleBindings => tokio::spawn(supervise(watch, s, move |s| {
+                run::<ClusterRoleBinding>(Api::all(c.clone()), w, s)
+            })),
+            Watched::Namespaces => tokio::spawn(supervise(watch, s, move |s| {
+                run::<Namespace>(Api::all(c.clone()), w, s)
+            })),
+            Watched::ServiceAccounts => tokio::spawn(supervise(watch, s, move |s| {
+                run::<ServiceAccount>(Api::all(c.clone()), w, s)
+            })),
+            Watched::Pods => tokio::spawn(supervise(watch, s, move |s| {
+                run::<Pod>(Api::all(c.clone()), w, s)
+            })),
         }
     }));
     tasks
+}
+
+/// Runs `start` again whenever its task ends: a watch or the flusher only ends by panicking,
+/// and a dead one must not leave the long TTLs in force. A watch counts as down until its
+/// restart has relisted; the flusher applies what was queued as soon as it is back. Aborting
+/// the supervisor aborts the task.
+async fn supervise<F, Fut>(watched: Option<Watched>, shared: Arc<Shared>, start: F)
+where
+    F: Fn(Arc<Shared>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    loop {
+        let task = tokio::spawn(start(shared.clone()));
+        let _abort = AbortOnDrop(task.abort_handle());
+        let ended = task.await;
+        if matches!(&ended, Err(e) if e.is_cancelled()) {
+            return;
+        }
+        let name = watched.map_or("invalidation flusher", |w| w.as_str());
+        tracing::error!(
+            task = name,
+            panicked = ended.is_err(),
+            "watch task ended; restarting it"
+        );
+        let pause = match watched {
+            Some(w) => {
+                shared.set_up(w, false);
+                Duration::from_secs(1)
+            }
+            None => Duration::from_millis(100),
+        };
+        tokio::time::sleep(pause).await;
+    }
 }
 
 fn key_of<K: Resource>(obj: &PartialObjectMeta<K>) -> ObjectKey {
@@ -295,6 +383,45 @@ fn stamp_of<K: Resource>(obj: &PartialObjectMeta<K>) -> (String, String) {
         obj.resource_version().unwrap_or_default(),
         obj.uid().unwrap_or_default(),
     )
+}
+
+/// What one watch has seen, and whether it has synced once. A watch task that ends (a panic)
+/// leaves it in [`Shared`], so its restart diffs its first list against it, as after an
+/// outage, instead of starting blind.
+struct Known {
+    shared: Arc<Shared>,
+    watched: Watched,
+    seen: Seen,
+    synced: bool,
+}
+
+impl Known {
+    fn resume(shared: &Arc<Shared>, watched: Watched) -> Known {
+        let kept = shared
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&watched);
+        Known {
+            shared: shared.clone(),
+            watched,
+            synced: kept.is_some(),
+            seen: kept.unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Known {
+    fn drop(&mut self) {
+        if self.synced {
+            let seen = std::mem::take(&mut self.seen);
+            self.shared
+                .seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.watched, seen);
+        }
+    }
 }
 
 /// The changes between what was seen before a relist and what the relist found.
@@ -331,8 +458,8 @@ where
     // after each list (e.g. `list` granted but not `watch`) must not relist 4 times a second.
     const STABLE: Duration = Duration::from_secs(60);
     let mut synced_at: Option<tokio::time::Instant> = None;
-    let mut seen: Seen = HashMap::new();
-    let mut synced = false;
+    // What this watch knew, kept across a restart after a panic (see `supervise`).
+    let mut known = Known::resume(&shared, watched);
     let mut retry = FIRST_RETRY;
     loop {
         let mut events = std::pin::pin!(watcher(api.clone(), watcher::Config::default()));
@@ -351,31 +478,34 @@ where
                 }
                 Ok(Event::InitDone) => {
                     let fresh = relisting.take().unwrap_or_default();
-                    if synced {
-                        // What changed while the watch was away.
-                        for (key, before, after) in diff(&seen, &fresh) {
-                            shared.apply(
-                                watched,
-                                watched.effect(&key, before.as_deref(), after.as_deref()),
-                            );
-                        }
+                    if known.synced {
+                        // What changed while the watch was away: applied before it counts
+                        // as up again, so no allow hidden by the outage's short TTLs comes
+                        // back for a moment before its revocation.
+                        let missed =
+                            diff(&known.seen, &fresh)
+                                .into_iter()
+                                .map(|(key, before, after)| {
+                                    watched.effect(&key, before.as_deref(), after.as_deref())
+                                });
+                        shared.apply_now(watched, missed);
                     }
-                    seen = fresh;
-                    synced = true;
+                    known.seen = fresh;
+                    known.synced = true;
                     synced_at = Some(tokio::time::Instant::now());
                     shared.set_up(watched, true);
                     "synced"
                 }
                 Ok(Event::Apply(obj)) => {
                     let (key, stamp) = (key_of(&obj), stamp_of(&obj));
-                    let before = seen.insert(key.clone(), stamp.clone());
+                    let before = known.seen.insert(key.clone(), stamp.clone());
                     let before = before.as_ref().map(|b| b.1.as_str());
                     shared.apply(watched, watched.effect(&key, before, Some(&stamp.1)));
                     "applied"
                 }
                 Ok(Event::Delete(obj)) => {
                     let key = key_of(&obj);
-                    let before = seen.remove(&key).unwrap_or_else(|| stamp_of(&obj));
+                    let before = known.seen.remove(&key).unwrap_or_else(|| stamp_of(&obj));
                     shared.apply(watched, watched.effect(&key, Some(&before.1), None));
                     "deleted"
                 }
