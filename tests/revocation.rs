@@ -374,3 +374,78 @@ async fn a_silent_watch_is_taken_as_dead_but_bookmarks_keep_a_quiet_one_alive() 
         .sum::<f64>();
     assert!(errors >= 1.0, "no watch error counted\n{metrics}");
 }
+
+/// The watches' tasks are supervised: an invalidation target that panics once (a bug in the
+/// engine) takes the flusher down, which is restarted; the batch it was applying arrives by
+/// the second pass, and later changes are applied as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_flusher_is_restarted_and_loses_no_invalidation() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tenant_authz::authorizer::{Invalidate, Invalidation, WatchHealth};
+
+    #[derive(Default)]
+    struct PanicsOnce {
+        calls: AtomicUsize,
+        tenants: Mutex<Vec<String>>,
+    }
+    impl Invalidate for PanicsOnce {
+        fn invalidate(&self, batch: &Invalidation) {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("test: the first invalidation panics");
+            }
+            let mut seen = self.tenants.lock().unwrap();
+            seen.extend(batch.tenants.iter().map(|t| t.to_string()));
+        }
+        fn set_watch_health(&self, _: WatchHealth) {}
+    }
+    let got = |target: &PanicsOnce, tenant: &str| {
+        target.tenants.lock().unwrap().iter().any(|t| t == tenant)
+    };
+
+    let fake = setup().await;
+    let target = Arc::new(PanicsOnce::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(tenant_authz::metrics::Metrics::register(&mut registry));
+    let readiness = Arc::new(tenant_authz::admin::Readiness::for_backend(
+        "the Kubernetes API",
+    ));
+    let tasks = tenant_authz::review::kube::watch::spawn(
+        fake.client().await,
+        target.clone(),
+        metrics,
+        readiness.clone(),
+        false,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readiness.note().is_some() {
+        assert!(Instant::now() < deadline, "watches did not sync");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fake.bind_traces("payments", "first", grafana(), &["get"])
+        .sent()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !got(&target, "payments") {
+        assert!(
+            Instant::now() < deadline,
+            "the batch of the panicking pass never arrived (second pass)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fake.bind_traces("showcase", "second", grafana(), &["get"])
+        .sent()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !got(&target, "showcase") {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted flusher did not apply a later change at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in tasks {
+        task.abort();
+    }
+}

@@ -203,14 +203,16 @@ impl Shared {
         self.invalidate_twice(batch);
     }
 
-    /// Invalidates `batch` now and again after [`SECOND_PASS`].
+    /// Invalidates `batch` now and again after [`SECOND_PASS`]. The second pass is scheduled
+    /// first: if the first panics (and the flusher with it), the batch is still applied.
     fn invalidate_twice(&self, batch: Invalidation) {
-        self.target.invalidate(&batch);
-        let target = self.target.clone();
+        let batch = Arc::new(batch);
+        let (target, again) = (self.target.clone(), batch.clone());
         tokio::spawn(async move {
             tokio::time::sleep(SECOND_PASS).await;
-            target.invalidate(&batch);
+            target.invalidate(&again);
         });
+        self.target.invalidate(&batch);
     }
 
     /// Applies queued invalidations as they come, and each batch again after [`SECOND_PASS`].
