@@ -614,3 +614,100 @@ async fn cached_allows_are_bounded_by_identity_ttl_while_the_service_account_wat
         "an allow older than identity_ttl was reused"
     );
 }
+
+/// Polls `f` once with this task's waker: as far as it gets without waiting. Orders the
+/// Checks below by what they have done, not by how long they took.
+async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
+}
+
+/// An engine whose reviews take a moment, so that a Check stops at its review; the deadline
+/// is far off: the order of events is set by polling, never by time.
+fn slow_engine(sa: &str) -> Arc<Authorizer<MemoryReviewer>> {
+    let mut s = settings();
+    s.decision_timeout = Duration::from_secs(30);
+    let e = engine_with(s);
+    e.reviewer().add_token("tok-sa", sa);
+    e.reviewer().grant(sa, "a", Action::Read);
+    e.reviewer().grant(sa, "b", Action::Read);
+    e.reviewer().set_latency(Duration::from_millis(20));
+    e
+}
+
+/// The ServiceAccount is deleted while a TokenReview of its token is in flight: a Check that
+/// arrives after the deletion must not be authenticated by that older review (the identities
+/// are keyed by token, so only the answer says whose they are).
+#[tokio::test]
+async fn a_check_after_a_revocation_does_not_share_a_token_review_from_before() {
+    const SA: &str = "system:serviceaccount:a:grafana";
+    let e = slow_engine(SA);
+    let tok = token("tok-sa");
+    let mut before = std::pin::pin!(e.check(&tok, tenants("a"), Action::Read));
+    assert!(poll_once(&mut before).await.is_pending());
+    assert_eq!(
+        e.reviewer().token_reviews(),
+        1,
+        "its TokenReview is in flight"
+    );
+    // The watch sees the ServiceAccount deleted; then a Check with its token arrives.
+    e.invalidate_user(SA);
+    let mut after = std::pin::pin!(e.check(&tok, tenants("a"), Action::Read));
+    assert!(poll_once(&mut after).await.is_pending());
+    assert_eq!(
+        e.reviewer().token_reviews(),
+        1,
+        "it waits for the review in flight"
+    );
+    let d = before.await;
+    assert!(d.is_allowed(), "the Check from before the deletion: {d:?}");
+    // The API server no longer knows the token.
+    e.reviewer().remove_token("tok-sa");
+    let d = after.await;
+    assert_eq!(status(&d), 401, "{d:?}");
+    assert_eq!(e.reviewer().token_reviews(), 2, "a TokenReview of its own");
+}
+
+/// The same for a decision: the user's answers are invalidated while a SAR about it is in
+/// flight; a Check that arrives after is not answered by that SAR.
+#[tokio::test]
+async fn a_check_after_a_revocation_does_not_share_a_sar_from_before() {
+    const SA: &str = "system:serviceaccount:a:grafana";
+    let e = slow_engine(SA);
+    let tok = token("tok-sa");
+    // The identity is cached: the next Check goes straight to its SAR.
+    assert!(e.check(&tok, tenants("b"), Action::Read).await.is_allowed());
+    let mut before = std::pin::pin!(e.check(&tok, tenants("a"), Action::Read));
+    assert!(poll_once(&mut before).await.is_pending());
+    assert_eq!(e.reviewer().access_reviews(), 2, "its SAR is in flight");
+    e.invalidate_user(SA);
+    // The next Check authenticates anew (its identity went too), then finds the SAR in flight.
+    let mut after = std::pin::pin!(e.check(&tok, tenants("a"), Action::Read));
+    std::future::poll_fn(|cx| {
+        assert!(
+            std::future::Future::poll(after.as_mut(), cx).is_pending(),
+            "it waits for the SAR"
+        );
+        if e.identities.get_cached(&tok.hash()).is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    assert_eq!(e.reviewer().token_reviews(), 2);
+    assert_eq!(
+        e.reviewer().access_reviews(),
+        2,
+        "it joined the SAR in flight"
+    );
+    let d = before.await;
+    assert!(
+        d.is_allowed(),
+        "the Check from before the revocation: {d:?}"
+    );
+    // The grant is gone too (the memory reviewer decides when a review ends, so only now).
+    e.reviewer().revoke(SA, "a", Action::Read);
+    let d = after.await;
+    assert_eq!(status(&d), 403, "{d:?}");
+    assert_eq!(e.reviewer().access_reviews(), 3, "a SAR of its own");
+}

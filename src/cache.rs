@@ -10,9 +10,10 @@
 //! ([`Scoping`]). The contract, tested in `cache_tests.rs`:
 //!
 //! * [`Tier::invalidate_scope`] drops every entry of a scope, and no answer whose load began
-//!   before the call is stored afterwards (it still answers its own callers): a revocation
-//!   seen by a watch cannot be undone by a review that was already in flight. Only that scope's
-//!   loads are affected; the work of every other scope is kept.
+//!   before the call is stored afterwards, nor shared with the misses that joined the load (it
+//!   still answers the call that ran it, which arrived before the invalidation; a joiner loads
+//!   anew): a revocation seen by a watch cannot be undone by a review that was already in
+//!   flight. Only that scope's loads are affected; the work of every other scope is kept.
 //! * [`Tier::invalidate_keys`] and [`Tier::clear`] do the same for arbitrary keys and for all.
 //! * [`Tier::set_max_positive_age`] bounds the age of positive answers on read (the allow TTL
 //!   falls back to the short one while a watch is down, for entries stored before too).
@@ -87,7 +88,8 @@ pub enum Source {
     Hit,
     /// This call ran the load.
     Loaded,
-    /// An identical concurrent miss ran the load and this call shared its answer.
+    /// An identical concurrent miss ran the load and this call shared its answer (never one
+    /// whose scopes were invalidated while it loaded).
     Coalesced,
 }
 
@@ -307,7 +309,8 @@ impl Epochs {
 /// The shared answer of one load in flight: `None` until it is known.
 type Flight<P, N, E> = watch::Receiver<Option<Outcome<P, N, E>>>;
 
-/// A load in flight and the epoch it began in (a miss joins it only if still current).
+/// A load in flight and the epoch it began in (a miss joins it only if still current, and
+/// uses its answer only if the answer's scopes were not invalidated since).
 struct InFlight<P, N, E> {
     flight: Flight<P, N, E>,
     since: u64,
@@ -386,13 +389,17 @@ where
 
     /// The cached answer for `key`, or the answer of `load`, shared by every identical
     /// concurrent miss. Negative answers go to the negative cache; failures are not cached;
-    /// an answer whose scopes were invalidated while it loaded is not cached either.
+    /// an answer whose scopes were invalidated while it loaded is not cached either, and
+    /// answers only the call that ran the load: the others load anew.
     pub async fn get_or_load<F>(&self, key: &K, load: F) -> (Outcome<P, N, E>, Source)
     where
         F: std::future::Future<Output = Loaded<P, N, E>>,
     {
         let key_scope = (self.scoping.key)(key);
         let mut load = Some(load);
+        // The load whose answer this call refused: not joined again while it is still in the
+        // table (its loader is about to remove it).
+        let mut refused: Option<Flight<P, N, E>> = None;
         loop {
             match self.get_cached(key) {
                 Some(Ok(hit)) => return (Outcome::Positive(hit), Source::Hit),
@@ -403,8 +410,11 @@ where
                 let mut inflight = lock(&self.inflight);
                 match inflight.get(key) {
                     // Join a load only if nothing it depends on was invalidated since it began.
-                    Some(f) if self.epochs.unchanged_since(f.since, key_scope) => {
-                        Err(f.flight.clone())
+                    Some(f)
+                        if self.epochs.unchanged_since(f.since, key_scope)
+                            && !refused.as_ref().is_some_and(|r| r.same_channel(&f.flight)) =>
+                    {
+                        Err((f.flight.clone(), f.since))
                     }
                     _ => {
                         // A loader stores its answer before it leaves this table: look again
@@ -428,13 +438,25 @@ where
                 }
             };
             match waiting {
-                Err(mut flight) => {
+                Err((mut flight, since)) => {
                     // Another call is loading this key: share its answer. If it was cancelled
                     // before answering, loop and take over.
-                    if let Ok(answer) = flight.wait_for(Option::is_some).await {
-                        if let Some(outcome) = answer.clone() {
+                    let shared = match flight.wait_for(Option::is_some).await {
+                        Ok(answer) => answer.clone(),
+                        Err(_) => None,
+                    };
+                    if let Some(outcome) = shared {
+                        // Only if none of its scopes was invalidated since the load began (a
+                        // deleted ServiceAccount, a removed RoleBinding): this call may have
+                        // arrived after that, and must not be answered by a review from before.
+                        // The loader keeps such an answer; this call loads anew, or joins a
+                        // newer load. The value's scopes are known only now (a tier keyed by a
+                        // token learns its user from the answer), and checking since the load
+                        // began, not since this call arrived, is as strict or stricter.
+                        if self.answer_unchanged_since(since, key_scope, &outcome) {
                             return (outcome, Source::Coalesced);
                         }
+                        refused = Some(flight);
                     }
                 }
                 Ok((tx, own, since)) => {
@@ -448,8 +470,7 @@ where
                     let outcome = match load.await {
                         Ok(Ok(positive)) => {
                             let value = positive.value.clone();
-                            let [a, b] = (self.scoping.positive)(&value);
-                            let scopes = [key_scope, a, b];
+                            let scopes = self.scopes_of(key_scope, Ok(&value));
                             let valid = || {
                                 self.epochs
                                     .unchanged_since(since, scopes.iter().flatten().copied())
@@ -463,8 +484,7 @@ where
                         }
                         Ok(Err(negative)) => {
                             let value = negative.value.clone();
-                            let [a, b] = (self.scoping.negative)(&value);
-                            let scopes = [key_scope, a, b];
+                            let scopes = self.scopes_of(key_scope, Err(&value));
                             let valid = || {
                                 self.epochs
                                     .unchanged_since(since, scopes.iter().flatten().copied())
@@ -482,6 +502,33 @@ where
                 }
             }
         }
+    }
+
+    /// What an answer depends on: its key's scope and its value's.
+    fn scopes_of(&self, key_scope: Option<Scope>, answer: Result<&P, &N>) -> [Option<Scope>; 3] {
+        let [a, b] = match answer {
+            Ok(positive) => (self.scoping.positive)(positive),
+            Err(negative) => (self.scoping.negative)(negative),
+        };
+        [key_scope, a, b]
+    }
+
+    /// Whether nothing `outcome` depends on (nor everything) was invalidated after `since`:
+    /// the check that a stored answer passes, for an answer shared with a joiner. A failure
+    /// is never stored and grants nothing: it is always shared.
+    fn answer_unchanged_since(
+        &self,
+        since: u64,
+        key_scope: Option<Scope>,
+        outcome: &Outcome<P, N, E>,
+    ) -> bool {
+        let scopes = match outcome {
+            Outcome::Positive(p) => self.scopes_of(key_scope, Ok(p)),
+            Outcome::Negative(n) => self.scopes_of(key_scope, Err(n)),
+            Outcome::Failed(_) => return true,
+        };
+        self.epochs
+            .unchanged_since(since, scopes.into_iter().flatten())
     }
 
     /// Drops every entry of `scope` (by its key or by its answer, positive or negative); no

@@ -393,6 +393,142 @@ async fn a_miss_after_an_invalidation_does_not_join_the_older_load() {
     assert!(matches!(t.get_cached(&("a", 1)), Some(Err("revoked"))));
 }
 
+// A joiner must not be served an answer whose scopes were invalidated while it loaded. A tier
+// keyed by a token has no key scope: the user is known only from the answer, so the check on
+// joining cannot see the invalidation, only the answer can.
+
+type TokenTier = Tier<u32, &'static str, &'static str, &'static str>;
+type Answer = (Outcome<&'static str, &'static str, &'static str>, Source);
+
+/// Keys are token numbers (no key scope); every answer, positive or negative, names its user.
+fn by_token() -> TokenTier {
+    Tier::new(
+        100,
+        10,
+        Scoping {
+            key: |_| None,
+            positive: |user| [Some(Scope::of("user", user)), None],
+            negative: |user| [Some(Scope::of("user", user)), None],
+        },
+    )
+}
+
+/// Polls `f` once with this task's waker: as far as it gets without waiting. Makes "this
+/// call has joined the load in flight" a fact, not a hope about scheduling.
+async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
+}
+
+/// A load of token 1 answering `first` is in flight; `between` runs; a second miss of token 1
+/// arrives and joins it (it is then waiting for it); the load answers. Returns both calls'
+/// results and how many times the second call's own loader (answering `second`) ran.
+async fn join_across(
+    t: &TokenTier,
+    first: Loaded<&'static str, &'static str, &'static str>,
+    between: impl FnOnce(&TokenTier),
+    second: Loaded<&'static str, &'static str, &'static str>,
+) -> (Answer, Answer, usize) {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut loader = std::pin::pin!(t.get_or_load(&1, blocked(release.clone(), first)));
+    assert!(
+        poll_once(&mut loader).await.is_pending(),
+        "the load is in flight"
+    );
+    between(t);
+    let calls = AtomicUsize::new(0);
+    let mut joiner = std::pin::pin!(t.get_or_load(&1, async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        second
+    }));
+    assert!(
+        poll_once(&mut joiner).await.is_pending(),
+        "it waits for the load"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    release.notify_one();
+    let first = loader.await;
+    let second = joiner.await;
+    (first, second, calls.load(Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn a_joiner_is_not_served_an_answer_whose_scopes_were_invalidated_while_it_loaded() {
+    // The ServiceAccount is deleted while its TokenReview is in flight, then a Check with the
+    // same token comes: it must be reviewed anew, not told what the older review says.
+    let t = by_token();
+    let (first, second, calls) = join_across(
+        &t,
+        pos("alice"),
+        |t| t.invalidate_scope(Scope::of("user", "alice")),
+        neg("alice"),
+    )
+    .await;
+    assert!(
+        matches!(first, (Outcome::Positive("alice"), Source::Loaded)),
+        "the call that ran the load, before the invalidation, keeps its answer: {first:?}"
+    );
+    assert_eq!(calls, 1, "the joiner must load anew");
+    assert!(
+        matches!(second, (Outcome::Negative("alice"), Source::Loaded)),
+        "the joiner got {second:?}"
+    );
+    assert!(matches!(t.get_cached(&1), Some(Err("alice"))));
+}
+
+#[tokio::test]
+async fn a_joiner_is_not_served_a_denial_whose_scopes_were_invalidated_while_it_loaded() {
+    // A grant arrives (the user's answers are invalidated) while a denial is in flight.
+    let t = by_token();
+    let (first, second, calls) = join_across(
+        &t,
+        neg("alice"),
+        |t| t.invalidate_scope(Scope::of("user", "alice")),
+        pos("alice"),
+    )
+    .await;
+    assert!(matches!(
+        first,
+        (Outcome::Negative("alice"), Source::Loaded)
+    ));
+    assert_eq!(calls, 1, "the joiner must load anew");
+    assert!(
+        matches!(second, (Outcome::Positive("alice"), Source::Loaded)),
+        "{second:?}"
+    );
+    assert!(matches!(t.get_cached(&1), Some(Ok("alice"))));
+}
+
+#[tokio::test]
+async fn a_joiner_shares_the_answer_when_none_of_its_scopes_was_invalidated() {
+    // The control: nothing invalidated, or only another user (in another stripe).
+    assert_ne!(
+        Scope::of("user", "alice").0 % STRIPES as u64,
+        Scope::of("user", "bob").0 % STRIPES as u64,
+        "pick names in distinct stripes"
+    );
+    type Between = fn(&TokenTier);
+    let invalidations: [(&str, Between); 2] = [
+        ("nothing", |_| {}),
+        ("another user", |t| {
+            t.invalidate_scope(Scope::of("user", "bob"))
+        }),
+    ];
+    for (what, invalidate) in invalidations {
+        let t = by_token();
+        let (first, second, calls) = join_across(&t, pos("alice"), invalidate, neg("alice")).await;
+        assert!(matches!(
+            first,
+            (Outcome::Positive("alice"), Source::Loaded)
+        ));
+        assert_eq!(calls, 0, "{what}: one load for both");
+        assert!(
+            matches!(second, (Outcome::Positive("alice"), Source::Coalesced)),
+            "{what}: {second:?}"
+        );
+        assert!(matches!(t.get_cached(&1), Some(Ok("alice"))), "{what}");
+    }
+}
+
 #[tokio::test]
 async fn invalidate_keys_and_positive_keys_where() {
     let t = scoped();

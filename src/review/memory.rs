@@ -33,6 +33,12 @@ impl MemoryReviewer {
         lock(&self.identities).insert(hash, identity);
     }
 
+    /// The token is no longer known (its ServiceAccount was deleted): reviews now say so.
+    pub fn remove_token(&self, token: &str) {
+        let hash = BearerToken::from_secret(token.to_string()).hash();
+        lock(&self.identities).remove(&hash);
+    }
+
     pub fn grant(&self, username: &str, tenant: &str, action: Action) {
         lock(&self.grants).insert((username.to_string(), tenant.to_string(), action));
     }
