@@ -305,33 +305,29 @@ pub fn spawn(
     });
     let mut tasks = vec![tokio::spawn(supervise(None, shared.clone(), |s| s.flush()))];
     tasks.extend(watched.into_iter().map(|w| {
-        let (c, s) = (client.clone(), shared.clone());
-        let watch = Some(w);
+        let (c, s) = (&client, shared.clone());
         match w {
-            Watched::Roles => tokio::spawn(supervise(watch, s, move |s| {
-                run::<Role>(Api::all(c.clone()), w, s)
-            })),
-            Watched::RoleBindings => tokio::spawn(supervise(watch, s, move |s| {
-                run::<RoleBinding>(Api::all(c.clone()), w, s)
-            })),
-            Watched::ClusterRoles => tokio::spawn(supervise(watch, s, move |s| {
-                run::<ClusterRole>(Api::all(c.clone()), w, s)
-            })),
-            Watched::ClusterRoleBindings => tokio::spawn(supervise(watch, s, move |s| {
-                run::<ClusterRoleBinding>(Api::all(c.clone()), w, s)
-            })),
-            Watched::Namespaces => tokio::spawn(supervise(watch, s, move |s| {
-                run::<Namespace>(Api::all(c.clone()), w, s)
-            })),
-            Watched::ServiceAccounts => tokio::spawn(supervise(watch, s, move |s| {
-                run::<ServiceAccount>(Api::all(c.clone()), w, s)
-            })),
-            Watched::Pods => tokio::spawn(supervise(watch, s, move |s| {
-                run::<Pod>(Api::all(c.clone()), w, s)
-            })),
+            Watched::Roles => watch_task::<Role>(c, w, s),
+            Watched::RoleBindings => watch_task::<RoleBinding>(c, w, s),
+            Watched::ClusterRoles => watch_task::<ClusterRole>(c, w, s),
+            Watched::ClusterRoleBindings => watch_task::<ClusterRoleBinding>(c, w, s),
+            Watched::Namespaces => watch_task::<Namespace>(c, w, s),
+            Watched::ServiceAccounts => watch_task::<ServiceAccount>(c, w, s),
+            Watched::Pods => watch_task::<Pod>(c, w, s),
         }
     }));
     tasks
+}
+
+/// The supervised watch of `K`, all namespaces, metadata only.
+fn watch_task<K>(client: &Client, watched: Watched, shared: Arc<Shared>) -> JoinHandle<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let client = client.clone();
+    tokio::spawn(supervise(Some(watched), shared, move |s| {
+        run::<K>(Api::all(client.clone()), watched, s)
+    }))
 }
 
 /// Runs `start` again whenever its task ends: a watch or the flusher only ends by panicking,
