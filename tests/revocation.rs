@@ -271,6 +271,37 @@ async fn a_change_missed_while_down_is_applied_after_the_relist() {
     until_status(&authz, "showcase", 403, Duration::from_secs(30)).await;
 }
 
+/// A live watch whose stream ends resumes from its last resourceVersion; if the server
+/// compacted past it meanwhile, the resumed watch gets `410 Gone` (an ERROR event). The watch
+/// then relists, and the change it never saw as an event is applied from the comparison.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumed_past_compaction_gets_410_and_the_missed_change_is_applied() {
+    let fake = setup().await;
+    let authz = start(&fake).await;
+    assert_eq!(read(&authz, "showcase").await.0, 200);
+    let opened = fake.watches_opened();
+    let lists = fake.lists();
+    // The open streams end; the resumed watches wait 1 s before the server answers them.
+    fake.set_watch_fault(Fault::Slow(Duration::from_secs(1)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.watches_opened() < opened + 6 {
+        assert!(Instant::now() < deadline, "the watches did not resume");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fake.lists(), lists, "resumed without a list");
+    // Meanwhile the binding goes and the history is compacted past the resumed versions.
+    fake.delete(Kind::RoleBinding, Some("showcase"), "grafana-reads");
+    fake.compact();
+    fake.set_watch_fault(Fault::None);
+    until_status(&authz, "showcase", 403, Duration::from_secs(30)).await;
+    let log = authz.log();
+    assert!(
+        log.contains("watch failed") && (log.contains("410") || log.contains("Expired")),
+        "no 410 seen by the watch:\n{log}"
+    );
+    assert!(fake.lists() > lists, "no relist after the 410");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_ask_only_list_and_watch_metadata_of_what_decides() {
     let fake = setup().await;
