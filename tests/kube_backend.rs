@@ -372,6 +372,32 @@ async fn slow_api_gets_our_503_before_envoys_timeout() {
     );
 }
 
+/// The client's read timeout (`decision_timeout` + 1 s, here 3 s) counts from each request,
+/// not from when its pooled connection went idle: a review sent on a connection idle for 2.5 s
+/// and answered 0.9 s later is answered, not cut off at 3 s of connection idleness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_on_a_long_idle_pooled_connection_gets_its_whole_read_timeout() {
+    let fake = fake().await;
+    let authz = AuthzProcess::start(
+        fake.kubeconfig_path(),
+        &["--decision-timeout", "2s", "--watch-rbac", "false"],
+    )
+    .await;
+    assert_eq!(read(&authz, QUERY, "showcase").await, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    fake.set_latency(Duration::from_millis(900));
+    let r = check(
+        &authz,
+        Some(INGEST),
+        "showcase",
+        Some("write"),
+        "POST",
+        "/v1/traces",
+    )
+    .await;
+    assert_eq!(http_status(&r), 200, "{}\n{}", denied_body(&r), authz.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_allow_survives_an_api_outage() {
     let fake = fake().await;

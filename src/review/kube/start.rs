@@ -84,6 +84,11 @@ pub async fn client(config: &Config, read_timeout: Duration) -> Result<kube::Cli
     let backstop = config.decision_timeout + Duration::from_secs(1);
     kc.connect_timeout = Some(backstop);
     kc.read_timeout = Some(read_timeout);
+    // The read timer counts from each request, not from when its pooled connection went idle:
+    // else a connection idle for most of `read_timeout` fails the next review at once (kube
+    // 5.0's `Config::read_timeout` docs). A watch writes only its request, so this changes
+    // nothing for the watches' idle timeout.
+    kc.reset_reader_on_write = true;
     kc.write_timeout = Some(backstop);
     kube::Client::try_from(kc).map_err(|e| err(&e))
 }
