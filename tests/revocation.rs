@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::authz::AuthzProcess;
-use support::fake_kube::{FakeKube, FakeUser, Fault, Kind, Subject};
+use support::fake_kube::{traces_rule, FakeKube, FakeUser, Fault, Kind, Subject};
 
 const TOKEN: &str = "revocation-test-token-4f1c9a7e2b6d08c35e1f7a9b";
 
@@ -407,8 +407,9 @@ async fn a_silent_watch_is_taken_as_dead_but_bookmarks_keep_a_quiet_one_alive() 
 }
 
 /// The watches' tasks are supervised: an invalidation target that panics once (a bug in the
-/// engine) takes the flusher down, which is restarted; the batch it was applying arrives by
-/// the second pass, and later changes are applied as usual.
+/// engine) takes the flusher down. Until a restarted flusher has applied the batch again, no
+/// watch counts as up (short TTLs); the batch is requeued and applied by the restarted
+/// flusher at once, well before the second pass (3 s); later changes are applied as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_flusher_is_restarted_and_loses_no_invalidation() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -419,6 +420,7 @@ async fn a_panicking_flusher_is_restarted_and_loses_no_invalidation() {
     struct PanicsOnce {
         calls: AtomicUsize,
         tenants: Mutex<Vec<String>>,
+        health: Mutex<Vec<WatchHealth>>,
     }
     impl Invalidate for PanicsOnce {
         fn invalidate(&self, batch: &Invalidation) {
@@ -428,11 +430,21 @@ async fn a_panicking_flusher_is_restarted_and_loses_no_invalidation() {
             let mut seen = self.tenants.lock().unwrap();
             seen.extend(batch.tenants.iter().map(|t| t.to_string()));
         }
-        fn set_watch_health(&self, _: WatchHealth) {}
+        fn set_watch_health(&self, health: WatchHealth) {
+            self.health.lock().unwrap().push(health);
+        }
     }
     let got = |target: &PanicsOnce, tenant: &str| {
         target.tenants.lock().unwrap().iter().any(|t| t == tenant)
     };
+    async fn until(what: &str, within: Duration, done: impl Fn() -> bool) -> Duration {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < within, "{what} within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    }
 
     let fake = setup().await;
     let target = Arc::new(PanicsOnce::default());
@@ -448,34 +460,44 @@ async fn a_panicking_flusher_is_restarted_and_loses_no_invalidation() {
         readiness.clone(),
         false,
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readiness.note().is_some() {
-        assert!(Instant::now() < deadline, "watches did not sync");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("watches synced", Duration::from_secs(20), || {
+        readiness.note().is_none()
+    })
+    .await;
+    let published = target.health.lock().unwrap().len();
+    assert!(target.health.lock().unwrap()[published - 1].rbac);
 
-    fake.bind_traces("payments", "first", grafana(), &["get"])
+    // One object, one event, one batch: the one that panics.
+    fake.create_role("payments", "first", vec![traces_rule(&["get"])])
         .sent()
         .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !got(&target, "payments") {
-        assert!(
-            Instant::now() < deadline,
-            "the batch of the panicking pass never arrived (second pass)"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    fake.bind_traces("showcase", "second", grafana(), &["get"])
+    let took = until(
+        "the batch of the panicking pass arrived",
+        Duration::from_secs(10),
+        || got(&target, "payments"),
+    )
+    .await;
+    assert!(
+        took < Duration::from_millis(2500),
+        "took {took:?}: only the second pass (3 s) applied it, not the restarted flusher"
+    );
+    let health = target.health.lock().unwrap()[published..].to_vec();
+    assert!(
+        health.iter().any(|h| !h.rbac && !h.service_accounts),
+        "no watch counted as down while the flusher was dead: {health:?}"
+    );
+    assert!(health.last().is_some_and(|h| h.rbac), "{health:?}");
+    assert!(readiness.note().is_none(), "{:?}", readiness.note());
+
+    fake.create_role("showcase", "second", vec![traces_rule(&["get"])])
         .sent()
         .await;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !got(&target, "showcase") {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted flusher did not apply a later change at once"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        "the restarted flusher applied a later change",
+        Duration::from_secs(2),
+        || got(&target, "showcase"),
+    )
+    .await;
     for task in tasks {
         task.abort();
     }

@@ -165,6 +165,29 @@ struct Shared {
     seen: Mutex<HashMap<Watched, Seen>>,
     pending: Mutex<Invalidation>,
     wake: Notify,
+    /// False from a flusher panic until a restarted flusher has applied what was queued:
+    /// meanwhile no watch counts as up, so the short TTLs apply.
+    flusher_ok: std::sync::atomic::AtomicBool,
+}
+
+/// Puts a batch back in the queue if the flusher panics while applying it, so the restarted
+/// flusher applies it at once (not only the second pass, 3 s later).
+struct Requeue<'a> {
+    shared: &'a Shared,
+    batch: Option<Invalidation>,
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            pending.merge(batch);
+        }
+    }
 }
 
 impl Shared {
@@ -222,32 +245,75 @@ impl Shared {
             let batch =
                 std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
             if !batch.is_empty() {
+                let mut requeue = Requeue {
+                    shared: &self,
+                    batch: Some(batch.clone()),
+                };
                 self.invalidate_twice(batch);
+                requeue.batch = None;
             }
+            self.set_flusher_ok(true);
             self.wake.notified().await;
+        }
+    }
+
+    fn set_flusher_ok(&self, ok: bool) {
+        use std::sync::atomic::Ordering;
+        if self.flusher_ok.swap(ok, Ordering::SeqCst) != ok {
+            let all = self.up.lock().unwrap_or_else(|p| p.into_inner());
+            self.publish(&all);
         }
     }
 
     fn set_up(&self, watched: Watched, up: bool) {
         // Computed and published under one lock, so two watches changing at once cannot
-        // publish their views out of order.
+        // publish their views out of order. The map changes only once published: if
+        // publishing panics, the next call (the supervisor's) publishes again.
         let mut all = self.up.lock().unwrap_or_else(|p| p.into_inner());
-        if all.insert(watched, up) == Some(up) {
+        if all.get(&watched) == Some(&up) {
             return;
         }
+        let mut next = all.clone();
+        next.insert(watched, up);
+        self.publish(&next);
+        *all = next;
+        drop(all);
+        self.metrics.watch_up(watched.as_str(), up);
+        if up {
+            tracing::info!(resource = watched.as_str(), "watch synced");
+        } else {
+            tracing::warn!(
+                resource = watched.as_str(),
+                "watch down: short TTLs until it is back"
+            );
+        }
+    }
+
+    /// Publishes the health of `all` (and of the flusher) to `/readyz` and the engine.
+    fn publish(&self, all: &HashMap<Watched, bool>) {
+        let flusher_ok = self.flusher_ok.load(std::sync::atomic::Ordering::SeqCst);
         let mut down: Vec<&str> = all
             .iter()
             .filter(|(_, up)| !**up)
             .map(|(w, _)| w.as_str())
             .collect();
         down.sort_unstable();
-        self.readiness.set_note((!down.is_empty()).then(|| {
-            format!(
+        let mut notes = Vec::new();
+        if !down.is_empty() {
+            notes.push(format!(
                 "watches not synced or down: {}; short cache TTLs until they are",
                 down.join(", ")
-            )
-        }));
-        let is_up = |w: Watched| all.get(&w).copied().unwrap_or(false);
+            ));
+        }
+        if !flusher_ok {
+            notes.push(
+                "the watches' invalidations are not being applied (restarting); short cache TTLs until they are"
+                    .to_string(),
+            );
+        }
+        self.readiness
+            .set_note((!notes.is_empty()).then(|| notes.join("; ")));
+        let is_up = |w: Watched| flusher_ok && all.get(&w).copied().unwrap_or(false);
         let health = WatchHealth {
             rbac: [
                 Watched::Roles,
@@ -259,19 +325,9 @@ impl Shared {
             .into_iter()
             .all(is_up),
             service_accounts: is_up(Watched::ServiceAccounts),
-            pods: all.get(&Watched::Pods).copied(),
+            pods: all.get(&Watched::Pods).map(|up| flusher_ok && *up),
         };
         self.target.set_watch_health(health);
-        drop(all);
-        self.metrics.watch_up(watched.as_str(), up);
-        if up {
-            tracing::info!(resource = watched.as_str(), "watch synced");
-        } else {
-            tracing::warn!(
-                resource = watched.as_str(),
-                "watch down: short TTLs until it is back"
-            );
-        }
     }
 }
 
@@ -302,6 +358,7 @@ pub fn spawn(
         seen: Mutex::new(HashMap::new()),
         pending: Mutex::new(Invalidation::default()),
         wake: Notify::new(),
+        flusher_ok: std::sync::atomic::AtomicBool::new(true),
     });
     let mut tasks = vec![tokio::spawn(supervise(None, shared.clone(), |s| s.flush()))];
     tasks.extend(watched.into_iter().map(|w| {
@@ -345,27 +402,37 @@ where
             self.0.abort();
         }
     }
+    // A task that keeps failing is restarted less and less often (a watch restart relists),
+    // and at the first pause again once it has run for a while.
+    let (first, longest) = match watched {
+        Some(_) => (Duration::from_secs(1), Duration::from_secs(60)),
+        None => (Duration::from_millis(100), Duration::from_secs(5)),
+    };
+    let mut pause = first;
     loop {
+        let started = tokio::time::Instant::now();
         let task = tokio::spawn(start(shared.clone()));
         let _abort = AbortOnDrop(task.abort_handle());
         let ended = task.await;
         if matches!(&ended, Err(e) if e.is_cancelled()) {
             return;
         }
+        if started.elapsed() >= Duration::from_secs(60) {
+            pause = first;
+        }
         let name = watched.map_or("invalidation flusher", |w| w.as_str());
         tracing::error!(
             task = name,
             panicked = ended.is_err(),
+            restart_in = ?pause,
             "watch task ended; restarting it"
         );
-        let pause = match watched {
-            Some(w) => {
-                shared.set_up(w, false);
-                Duration::from_secs(1)
-            }
-            None => Duration::from_millis(100),
-        };
+        match watched {
+            Some(w) => shared.set_up(w, false),
+            None => shared.set_flusher_ok(false),
+        }
         tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(longest);
     }
 }
 
