@@ -694,6 +694,14 @@ async fn a_check_after_a_revocation_does_not_share_a_sar_from_before() {
         }
     })
     .await;
+    // A few more polls: had it not reached its decision yet, it would now either join the
+    // SAR in flight (still 2 SARs) or start its own (3); both are visible below.
+    for _ in 0..3 {
+        assert!(
+            poll_once(&mut after).await.is_pending(),
+            "it waits for the SAR"
+        );
+    }
     assert_eq!(e.reviewer().token_reviews(), 2);
     assert_eq!(
         e.reviewer().access_reviews(),

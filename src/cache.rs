@@ -397,9 +397,8 @@ where
     {
         let key_scope = (self.scoping.key)(key);
         let mut load = Some(load);
-        // The load whose answer this call refused: not joined again while it is still in the
-        // table (its loader is about to remove it).
-        let mut refused: Option<Flight<P, N, E>> = None;
+        // Whether this call refused a shared answer (then it runs its own load).
+        let mut refused = false;
         loop {
             match self.get_cached(key) {
                 Some(Ok(hit)) => return (Outcome::Positive(hit), Source::Hit),
@@ -410,10 +409,10 @@ where
                 let mut inflight = lock(&self.inflight);
                 match inflight.get(key) {
                     // Join a load only if nothing it depends on was invalidated since it began.
-                    Some(f)
-                        if self.epochs.unchanged_since(f.since, key_scope)
-                            && !refused.as_ref().is_some_and(|r| r.same_channel(&f.flight)) =>
-                    {
+                    // After one refused answer, this call loads itself: joining the next load
+                    // could be refused again (a burst of ClusterRole changes) with no bound
+                    // short of the decision deadline.
+                    Some(f) if !refused && self.epochs.unchanged_since(f.since, key_scope) => {
                         Err((f.flight.clone(), f.since))
                     }
                     _ => {
@@ -456,7 +455,7 @@ where
                         if self.answer_unchanged_since(since, key_scope, &outcome) {
                             return (outcome, Source::Coalesced);
                         }
-                        refused = Some(flight);
+                        refused = true;
                     }
                 }
                 Ok((tx, own, since)) => {
