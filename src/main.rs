@@ -37,11 +37,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     tenant_authz::telemetry::init(config.log.format);
-    for key in &config.deprecated {
-        tracing::warn!(
-            key,
-            "the config file uses an old key; it still works, rename it"
-        );
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
     }
     tenant_authz::run(config, shutdown_signal())
         .await

@@ -39,7 +39,12 @@ impl Config {
                 message: e.into_inner().to_string(),
             }
         })?;
-        config.fold_old_log_keys()?;
+        if config.log_format.is_some() || config.log_cached_allow_sample_ratio.is_some() {
+            // Which new keys the file sets (not only whether they differ from the default).
+            let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap_or_default();
+            let set = |key: &str| tree.get("log").and_then(|l| l.get(key)).is_some();
+            config.fold_old_log_keys(set("format"), set("cached_allow_sample_ratio"))?;
+        }
         Ok(config)
     }
 }

@@ -122,24 +122,51 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// What start-up should warn about in a valid config: old keys, and settings that work
+    /// but cost (e.g. a watch idle timeout below the API server's bookmark period).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .deprecated
+            .iter()
+            .map(|key| format!("the config file uses an old key, {key}; it still works, rename it"))
+            .collect();
+        let idle = self.kubernetes.watch_idle_timeout;
+        if self.backend == Backend::Kubernetes
+            && self.kubernetes.watch_rbac
+            && idle < std::time::Duration::from_secs(65)
+        {
+            out.push(format!(
+                "kubernetes.watch_idle_timeout is {}, below the API server's bookmark period \
+                 (1 min): a quiet watch will be taken as dead and relisted every {}",
+                humantime::format_duration(idle),
+                humantime::format_duration(idle)
+            ));
+        }
+        out
+    }
+
     /// Moves the keys of before the `log` section into it and records them in `deprecated`.
-    /// Both spellings of one setting in the same file is an error naming both.
-    pub(crate) fn fold_old_log_keys(&mut self) -> Result<(), crate::error::Error> {
-        let defaults = LogConfig::default();
+    /// Both spellings of one setting in the same file (`new_format`, `new_ratio`: whether the
+    /// file sets `log.format`, `log.cached_allow_sample_ratio`) is an error naming both.
+    pub(crate) fn fold_old_log_keys(
+        &mut self,
+        new_format: bool,
+        new_ratio: bool,
+    ) -> Result<(), crate::error::Error> {
         let used = &mut self.deprecated;
         let clash = |old: &str, new: &str| crate::error::Error::ConfigInvalid {
             field: old.into(),
             reason: format!("replaced by {new}; set only {new}"),
         };
         if let Some(format) = self.log_format.take() {
-            if self.log.format != defaults.format {
+            if new_format {
                 return Err(clash("log_format", "log.format"));
             }
             self.log.format = format;
             used.push("log_format (now log.format)");
         }
         if let Some(ratio) = self.log_cached_allow_sample_ratio.take() {
-            if self.log.cached_allow_sample_ratio != defaults.cached_allow_sample_ratio {
+            if new_ratio {
                 return Err(clash(
                     "log_cached_allow_sample_ratio",
                     "log.cached_allow_sample_ratio",

@@ -335,9 +335,38 @@ fn old_log_keys_still_work_are_recorded_and_clash_with_the_new_ones() {
     assert!(printed.contains("format: json"), "{printed}");
     for both in [
         "log_format: json\nlog:\n  format: json\n",
+        // The new key at its default still counts as set.
+        "log_format: json\nlog:\n  format: text\n",
         "log_cached_allow_sample_ratio: 0.5\nlog:\n  cached_allow_sample_ratio: 0.5\n",
+        "log_cached_allow_sample_ratio: 0.5\nlog:\n  cached_allow_sample_ratio: 0.0\n",
     ] {
         let err = Config::from_yaml(both).unwrap_err().to_string();
         assert!(err.contains("replaced by log."), "{both}: {err}");
+    }
+}
+
+#[test]
+fn watch_idle_timeout_is_bounded_by_kube_runtimes_own_and_warned_about_below_a_minute() {
+    let c = Config::default();
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let short = Config::from_yaml("kubernetes:\n  watch_idle_timeout: 2s\n").unwrap();
+    short.validate().unwrap();
+    let warnings = short.warnings();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("kubernetes.watch_idle_timeout"),
+        "{warnings:?}"
+    );
+    let static_ = Config::from_yaml("backend: static\nkubernetes:\n  watch_idle_timeout: 2s\n");
+    assert!(
+        static_.unwrap().warnings().is_empty(),
+        "no watches, no warning"
+    );
+    for bad in ["0s", "291s", "10m"] {
+        let c = Config::from_yaml(&format!("kubernetes:\n  watch_idle_timeout: {bad}\n")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("kubernetes.watch_idle_timeout"),
+            "{bad}: {err}"
+        );
     }
 }
