@@ -54,6 +54,22 @@ async fn check(
         .into_inner()
 }
 
+/// An OTLP push (`write`) to `showcase` with `token`.
+async fn push(
+    authz: &AuthzProcess,
+    token: &str,
+) -> envoy_types::pb::envoy::service::auth::v3::CheckResponse {
+    check(
+        authz,
+        Some(token),
+        "showcase",
+        Some("write"),
+        "POST",
+        "/v1/traces",
+    )
+    .await
+}
+
 async fn read(authz: &AuthzProcess, token: &str, tenant: &str) -> u16 {
     http_status(
         &check(
@@ -106,15 +122,7 @@ async fn token_review_and_sar_carry_what_rbac_needs() {
 async fn sar_verb_follows_the_action() {
     let fake = fake().await;
     let authz = AuthzProcess::start(fake.kubeconfig_path(), &[]).await;
-    let write = check(
-        &authz,
-        Some(INGEST),
-        "showcase",
-        Some("write"),
-        "POST",
-        "/v1/traces",
-    )
-    .await;
+    let write = push(&authz, INGEST).await;
     assert_eq!(http_status(&write), 200);
     let read = check(
         &authz,
@@ -386,15 +394,7 @@ async fn a_review_on_a_long_idle_pooled_connection_gets_its_whole_read_timeout()
     assert_eq!(read(&authz, QUERY, "showcase").await, 200);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     fake.set_latency(Duration::from_millis(900));
-    let r = check(
-        &authz,
-        Some(INGEST),
-        "showcase",
-        Some("write"),
-        "POST",
-        "/v1/traces",
-    )
-    .await;
+    let r = push(&authz, INGEST).await;
     assert_eq!(http_status(&r), 200, "{}\n{}", denied_body(&r), authz.log());
 }
 
