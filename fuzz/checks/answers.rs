@@ -179,6 +179,25 @@ pub fn token_review_answer(data: &[u8]) {
                         .iter()
                         .flat_map(|(k, v)| std::iter::once(k).chain(v)),
                 );
+            // What decides the identity TTL and the revocation scopes comes only from the
+            // ServiceAccount authenticator's own shapes.
+            let revocable = kube::revocable(&identity);
+            if revocable.by_account {
+                let rest = identity.username.strip_prefix("system:serviceaccount:");
+                let parts: Vec<&str> = rest.map(|r| r.split(':').collect()).unwrap_or_default();
+                assert!(
+                    parts.len() == 2 && parts.iter().all(|p| !p.is_empty()),
+                    "revocable by a ServiceAccount watch: {:?}",
+                    identity.username
+                );
+            }
+            if let Some(uid) = revocable.bound_to {
+                assert!(!uid.is_empty());
+                assert_eq!(
+                    identity.extra.get(kube::POD_UID_EXTRA).map(Vec::as_slice),
+                    Some(&[uid.to_string()][..])
+                );
+            }
             // Only the name leaves tenant-authz (403 bodies, logs): it must not quote the
             // token; uid, groups and extra only go back to the API server, in SARs.
             check_text("the user name", &identity.username, Some(&token));

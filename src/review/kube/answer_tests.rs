@@ -389,3 +389,45 @@ fn a_403_from_the_api_names_the_resource_the_cluster_role_must_allow() {
         );
     }
 }
+
+#[test]
+fn only_the_service_account_authenticators_shapes_are_revocable_by_a_watch() {
+    use crate::review::kube::{revocable, POD_UID_EXTRA};
+    let user = |name: &str, uids: Option<Vec<&str>>| Identity {
+        username: name.into(),
+        extra: uids
+            .map(|u| {
+                [(
+                    POD_UID_EXTRA.to_string(),
+                    u.into_iter().map(String::from).collect(),
+                )]
+                .into()
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let sa = "system:serviceaccount:showcase:grafana";
+    let r = |i: &Identity| {
+        let r = revocable(i);
+        (r.by_account, r.bound_to.map(str::to_string))
+    };
+    assert_eq!(r(&user(sa, None)), (true, None));
+    assert_eq!(
+        r(&user(sa, Some(vec!["uid-1"]))),
+        (true, Some("uid-1".into()))
+    );
+    for name in [
+        "system:serviceaccount:",
+        "system:serviceaccount:showcase",
+        "system:serviceaccount::grafana",
+        "system:serviceaccount:showcase:",
+        "system:serviceaccount:showcase:grafana:x",
+        "alice@example.com",
+    ] {
+        assert_eq!(r(&user(name, None)), (false, None), "{name}");
+    }
+    // A pod-bound token whose pod no watch can name: revocable by nothing, so short TTLs.
+    for uids in [vec![], vec![""], vec!["uid-1", "uid-2"]] {
+        assert_eq!(r(&user(sa, Some(uids.clone()))), (false, None), "{uids:?}");
+    }
+}

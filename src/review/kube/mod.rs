@@ -278,14 +278,28 @@ impl Reviewer for KubeReviewer {
 pub const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
 
 /// What the watches can end a TokenReview user by: a ServiceAccount's deletion (the
-/// ServiceAccount watch), and, for a pod-bound token, its pod's (the pod watch).
+/// ServiceAccount watch), and, for a pod-bound token, its pod's (the pod watch). The user is
+/// the API's answer, so only the exact shapes the API server's ServiceAccount authenticator
+/// produces count: `system:serviceaccount:<namespace>:<name>`, which is the name the watch
+/// invalidates, and exactly one non-empty pod UID. Anything else is revocable by no watch and
+/// keeps the short identity TTL.
 pub fn revocable(identity: &Identity) -> Revocable<'_> {
-    Revocable {
-        by_account: identity.username.starts_with("system:serviceaccount:"),
-        bound_to: identity
-            .extra
-            .get(POD_UID_EXTRA)
-            .and_then(|v| v.first())
-            .map(String::as_str),
+    let account = identity
+        .username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'));
+    let pod = match identity.extra.get(POD_UID_EXTRA).map(Vec::as_slice) {
+        None => Ok(None),
+        Some([uid]) if !uid.is_empty() => Ok(Some(uid.as_str())),
+        // Bound to something no watch can name: nothing revokes it early.
+        Some(_) => Err(()),
+    };
+    match pod {
+        Ok(bound_to) => Revocable {
+            by_account: account,
+            bound_to,
+        },
+        Err(()) => Revocable::default(),
     }
 }
