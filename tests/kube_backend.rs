@@ -437,7 +437,10 @@ async fn unparsable_token_review_echoing_the_token_is_503_and_never_logged() {
     let r = check(&authz, Some(QUERY), "showcase", Some("read"), "GET", "/").await;
     assert_eq!(http_status(&r), 503);
     assert!(!denied_body(&r).contains(&QUERY[..12]));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !authz.log().contains("review failed") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = authz.log();
     assert!(
         log.contains("review failed") && log.contains("the Kubernetes API"),

@@ -173,9 +173,13 @@ async fn wait_for(authz: &AuthzProcess, series: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let m = authz.metrics().await;
-        if m.contains(series) || Instant::now() > deadline {
+        if m.contains(series) {
             return m;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{series} not in /metrics within 15 s:\n{m}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

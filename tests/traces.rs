@@ -491,3 +491,94 @@ async fn queued_spans_are_exported_at_shutdown() {
     let spans = receiver.spans();
     assert!(spans.iter().any(|s| s.name == CHECK), "{spans:#?}");
 }
+
+/// The query frontend's tracing block and its `platform_traces` cluster are what the real
+/// Envoy tests above run. Every other shipped frontend must carry the same ones (only
+/// `service_name` differs), so the properties pinned there (1 % random sampling, client
+/// sampling 0, spans to the distributor as tenant `platform` over HTTP/2) hold for all of them,
+/// not only their schema (`envoy --mode validate`).
+#[test]
+fn every_shipped_frontend_traces_as_the_tested_query_frontend_does() {
+    use serde_yaml_ng::Value;
+    fn find<'a>(v: &'a Value, key: &str, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Mapping(m) => {
+                if let Some(found) = m.get(key) {
+                    out.push(found);
+                }
+                m.values().for_each(|x| find(x, key, out));
+            }
+            Value::Sequence(s) => s.iter().for_each(|x| find(x, key, out)),
+            _ => {}
+        }
+    }
+    // A tracing block with its service_name and cluster name taken out, and where that
+    // cluster sends: (address, port, HTTP/2).
+    let load = |file: &str| -> Vec<(Value, (Value, Value, bool))> {
+        let path = format!("{}/envoy/{file}", env!("CARGO_MANIFEST_DIR"));
+        let mut yaml: Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        yaml.apply_merge().unwrap();
+        let mut blocks = Vec::new();
+        find(&yaml, "tracing", &mut blocks);
+        let blocks: Vec<Value> = blocks.into_iter().cloned().collect();
+        let clusters = yaml["static_resources"]["clusters"].as_sequence().unwrap();
+        blocks
+            .into_iter()
+            .map(|mut b| {
+                let config = &mut b["provider"]["typed_config"];
+                assert!(
+                    config["service_name"]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty()),
+                    "{file}: a tracing block without its service_name"
+                );
+                config.as_mapping_mut().unwrap().remove("service_name");
+                let grpc = config["grpc_service"]["envoy_grpc"]
+                    .as_mapping_mut()
+                    .unwrap();
+                let name = grpc.remove("cluster_name").unwrap();
+                let cluster = clusters
+                    .iter()
+                    .find(|c| c["name"] == name)
+                    .unwrap_or_else(|| panic!("{file}: no cluster {name:?}"));
+                let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+                    ["endpoint"]["address"]["socket_address"];
+                let http2 = cluster["typed_extension_protocol_options"]
+                    ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+                    ["explicit_http_config"]
+                    .get("http2_protocol_options")
+                    .is_some();
+                let target = (
+                    address["address"].clone(),
+                    address["port_value"].clone(),
+                    http2,
+                );
+                (b, target)
+            })
+            .collect()
+    };
+    let tested = load("query-frontend.yaml");
+    assert_eq!(
+        tested.len(),
+        1,
+        "the query frontend's HTTP connection manager"
+    );
+    let (block, target) = &tested[0];
+    assert_eq!(block["random_sampling"]["value"], 1);
+    assert_eq!(block["client_sampling"]["value"], 0);
+    assert_eq!(target.1, 4317);
+    assert!(target.2, "OTLP/gRPC needs HTTP/2");
+    for file in [
+        "ingest-frontend.yaml",
+        "loki-frontend.yaml",
+        "mimir-frontend.yaml",
+    ] {
+        let blocks = load(file);
+        assert!(!blocks.is_empty(), "{file}: no tracing block");
+        for (b, t) in &blocks {
+            assert_eq!(b, block, "{file}: a tracing block differs");
+            assert_eq!(t, target, "{file}: its spans go elsewhere");
+        }
+    }
+}

@@ -146,7 +146,8 @@ def check_crds(builds):
                 alerts = [r for g in s.get("groups", []) for r in g.get("rules", [])]
                 names = {r.get("alert") for r in alerts}
                 for want in ("TenantAuthzDown", "TenantAuthzUnavailable",
-                             "TenantAuthzBackendLatencyHigh", "TenantAuthzDenySpike"):
+                             "TenantAuthzBackendLatencyHigh", "TenantAuthzDenySpike",
+                             "TenantAuthzWatchDown"):
                     if want not in names:
                         fail(w, f"alert {want} missing")
                 for r in alerts:
