@@ -138,7 +138,8 @@ pub enum TenantError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tenants {
     list: Vec<Tenant>,
-    canonical: String,
+    /// Shared: the decision log keeps it past the decision without a copy.
+    canonical: std::sync::Arc<str>,
 }
 
 impl Tenants {
@@ -152,11 +153,15 @@ impl Tenants {
                 return None;
             }
         }
-        let canonical = list
-            .iter()
-            .map(Tenant::as_str)
-            .collect::<Vec<_>>()
-            .join("|");
+        let canonical = match list.as_slice() {
+            [one] => one.as_str().into(),
+            _ => list
+                .iter()
+                .map(Tenant::as_str)
+                .collect::<Vec<_>>()
+                .join("|")
+                .into(),
+        };
         Some(Self { list, canonical })
     }
 
@@ -175,6 +180,11 @@ impl Tenants {
     /// The value sent upstream in the tenant header: `a` or `a|b`.
     pub fn canonical(&self) -> &str {
         &self.canonical
+    }
+
+    /// [`Tenants::canonical`], shared without a copy.
+    pub fn canonical_shared(&self) -> std::sync::Arc<str> {
+        self.canonical.clone()
     }
 }
 

@@ -43,15 +43,31 @@ pub const ROUTE_EXTENSION: &str = "route";
 const MAX_FIELD_BYTES: usize = 64;
 
 /// What the log needs besides the decision, borrowed from the request.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
-    pub request_id: &'a str,
-    pub route: Option<&'a str>,
+    /// The request id and route are read from it only when a line is written.
+    pub req: &'a CheckRequest,
     /// The tenants asked for (`a|b`), if the tenant header parsed.
     pub tenants: Option<&'a str>,
     pub product: Option<Product>,
     pub action: Option<Action>,
     pub latency: Duration,
+}
+
+/// Envoy's request id: `x-request-id`, else the attribute id. Logs carry it as a field
+/// instead of a span per Check, which would cost about as much as a cached decision.
+pub fn request_id(req: &CheckRequest) -> &str {
+    req.attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .map(|h| {
+            h.headers
+                .get("x-request-id")
+                .map(String::as_str)
+                .unwrap_or(h.id.as_str())
+        })
+        .unwrap_or("")
 }
 
 /// The route's name as its `route` context extension gives it, if set.
@@ -98,8 +114,8 @@ impl DecisionLog {
                 ..
             } => decision_line!(
                 level,
-                request_id = &*bounded(cx.request_id),
-                route = cx.route.map(bounded).as_deref(),
+                request_id = &*bounded(request_id(cx.req)),
+                route = route(cx.req).map(bounded).as_deref(),
                 decision = "allow",
                 status = 200u16,
                 reason = "ok",
@@ -113,8 +129,8 @@ impl DecisionLog {
             ),
             Decision::Deny { reason, cached } => decision_line!(
                 level,
-                request_id = &*bounded(cx.request_id),
-                route = cx.route.map(bounded).as_deref(),
+                request_id = &*bounded(request_id(cx.req)),
+                route = route(cx.req).map(bounded).as_deref(),
                 decision = "deny",
                 status = reason.http_status(),
                 reason = reason.kind(),
@@ -274,9 +290,24 @@ mod tests {
 
     #[test]
     fn levels_follow_the_outcome_and_the_sampling() {
+        use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+        use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        headers: [("x-request-id".to_string(), "rid".to_string())].into(),
+                        id: "attribute-id".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                context_extensions: [("route".to_string(), "query_read".to_string())].into(),
+                ..Default::default()
+            }),
+        };
         let cx = Context {
-            request_id: "rid",
-            route: Some("query_read"),
+            req: &req,
             tenants: Some("a"),
             product: Some(Product::Tempo),
             action: Some(Action::Read),

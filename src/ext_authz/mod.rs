@@ -89,7 +89,7 @@ impl<R: Reviewer> CheckService<R> {
                 if traced {
                     crate::traces::record_request(p.product, &p.tenants);
                 }
-                tenants = Some(p.tenants.canonical().to_owned());
+                tenants = Some(p.tenants.canonical_shared());
                 product = Some(p.product);
                 // A panic must still be a denied CheckResponse: as a gRPC error it would hand
                 // the decision to Envoy's failure_mode_allow.
@@ -115,8 +115,7 @@ impl<R: Reviewer> CheckService<R> {
         self.log.write(
             &decision,
             &decision_log::Context {
-                request_id: request_id(req),
-                route: decision_log::route(req),
+                req,
                 tenants: tenants.as_deref(),
                 product,
                 action,
@@ -143,33 +142,6 @@ impl<R: Reviewer> Authorization for CheckService<R> {
             Some(span) => span.run(self.decide(&req)).await,
         }))
     }
-}
-
-/// Envoy's request id (`x-request-id`, else the attribute id), bounded: logs carry it as a
-/// field instead of a span per Check, which would cost about as much as a cached decision.
-fn request_id(req: &CheckRequest) -> &str {
-    let id = req
-        .attributes
-        .as_ref()
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
-        .map(|h| {
-            h.headers
-                .get("x-request-id")
-                .map(String::as_str)
-                .unwrap_or(h.id.as_str())
-        })
-        .unwrap_or("");
-    truncate_id(id)
-}
-
-/// Request ids come from the client side; bound what reaches the logs.
-fn truncate_id(id: &str) -> &str {
-    let mut end = id.len().min(64);
-    while !id.is_char_boundary(end) {
-        end -= 1;
-    }
-    &id[..end]
 }
 
 #[cfg(test)]
