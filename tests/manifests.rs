@@ -62,14 +62,21 @@ fn manifest_checks_pass() {
 /// `kubectl kustomize <dir>` as JSON values, one per object.
 fn build(dir: &str) -> Vec<Value> {
     require_kubectl();
+    kustomize(&repo().join(dir), &[], dir)
+}
+
+/// `kubectl kustomize [extra] <target>` as JSON values, one per object; `what` names it in a
+/// failure.
+fn kustomize(target: &Path, extra: &[&str], what: &str) -> Vec<Value> {
     let out = Command::new("kubectl")
         .arg("kustomize")
-        .arg(repo().join(dir))
+        .args(extra)
+        .arg(target)
         .output()
         .expect("run kubectl kustomize");
     assert!(
         out.status.success(),
-        "kubectl kustomize {dir}: {}",
+        "kubectl kustomize {what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("utf-8 output");
@@ -803,21 +810,11 @@ fn build_with_component(component: &str) -> Vec<Value> {
         ),
     )
     .unwrap();
-    let out = Command::new("kubectl")
-        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
-        .arg(dir.path())
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize with {component}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8 output");
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).expect("a YAML object"))
-        .filter(|v| !v.is_null())
-        .collect()
+    kustomize(
+        dir.path(),
+        &["--load-restrictor", "LoadRestrictionsNone"],
+        &format!("with {component}"),
+    )
 }
 
 fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {

@@ -265,7 +265,7 @@ async fn off_by_default_sends_nothing() {
     let receiver = OtlpReceiver::start().await;
     let config = static_config();
     // Even the standard OTLP variables do not turn it on: only traces.endpoint does.
-    let authz = AuthzProcess::spawn_args(
+    let mut authz = AuthzProcess::spawn_args(
         &["--config", config.to_str().unwrap()],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
@@ -280,7 +280,10 @@ async fn off_by_default_sends_nothing() {
             200
         );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Had it a tracer, its queued spans would leave at shutdown (see
+    // queued_spans_are_exported_at_shutdown): after the exit, nothing can still come.
+    authz.signal("TERM");
+    assert!(authz.wait_exit(Duration::from_secs(15)).await.success());
     assert!(receiver.spans().is_empty());
     assert!(receiver.exports_metadata().is_empty());
 }
@@ -417,7 +420,7 @@ async fn through_envoy_the_check_is_a_child_of_envoys_ext_authz_span() {
 #[tokio::test]
 async fn through_envoy_envoys_sampling_decision_rules_the_checks() {
     let receiver = OtlpReceiver::start().await;
-    let authz = traced(&receiver, &["--traces-sampling-ratio", "1"]).await;
+    let mut authz = traced(&receiver, &["--traces-sampling-ratio", "1"]).await;
     let frontend = QueryFrontend::start(&receiver, &authz, 0).await;
     frontend.read_with_client_traceparent().await;
     // Nor can a client force one with Envoy's own headers (client_sampling 0; force-trace is
@@ -434,7 +437,10 @@ async fn through_envoy_envoys_sampling_decision_rules_the_checks() {
         stats.contains("http.query.tracing.not_traceable: 2"),
         "{stats}"
     );
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Envoy traced nothing (the stat above); tenant-authz's queued spans, had it any, leave
+    // at its shutdown.
+    authz.signal("TERM");
+    assert!(authz.wait_exit(Duration::from_secs(15)).await.success());
     assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
 }
 

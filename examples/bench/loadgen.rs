@@ -130,3 +130,63 @@ pub async fn run(
 pub fn connections_for(concurrency: usize) -> usize {
     concurrency.clamp(1, 4)
 }
+
+/// One measured window of cached Checks: throughput, p99 and the server's CPU per Check.
+pub struct Run {
+    pub rps: f64,
+    pub p99: f64,
+    pub cpu_us: f64,
+}
+
+/// Warms for `settings.warmup`, then measures `settings.measure` of `concurrency` workers
+/// cycling through `requests` against the server `pid`; every Check must be allowed.
+pub async fn measure(
+    settings: &crate::common::Settings,
+    clients: &[Client],
+    concurrency: usize,
+    pid: u32,
+    requests: &Arc<Vec<CheckRequest>>,
+    tck: u64,
+) -> crate::common::Result<Run> {
+    let reqs = requests.clone();
+    let make: Arc<dyn Fn(u64) -> CheckRequest + Send + Sync> =
+        Arc::new(move |i| reqs[i as usize % reqs.len()].clone());
+    let warm = run(
+        clients,
+        concurrency,
+        Stop::At(Instant::now() + settings.warmup),
+        make.clone(),
+    )
+    .await;
+    all_allowed(&warm)?;
+    let cpu0 = crate::common::cpu_ticks(pid);
+    let out = run(
+        clients,
+        concurrency,
+        Stop::At(Instant::now() + settings.measure),
+        make,
+    )
+    .await;
+    let cpu1 = crate::common::cpu_ticks(pid);
+    all_allowed(&out)?;
+    Ok(Run {
+        rps: out.rps(),
+        p99: crate::common::quantile(&out.latencies_us, 0.99),
+        cpu_us: (cpu1 - cpu0) as f64 * 1e6 / tck as f64 / out.checks.max(1) as f64,
+    })
+}
+
+/// Fails unless every Check of `out` (and at least one) was allowed.
+pub fn all_allowed(out: &Outcome) -> crate::common::Result<()> {
+    if out.allowed != out.checks || out.checks == 0 {
+        return Err(format!(
+            "{} of {} Checks not allowed ({} denied, {} gRPC errors; first error: {})",
+            out.checks - out.allowed,
+            out.checks,
+            out.denied,
+            out.errors,
+            out.first_error.as_deref().unwrap_or("-")
+        ));
+    }
+    Ok(())
+}

@@ -20,8 +20,8 @@ use serde_json::json;
 
 use crate::callgrind::{self, code};
 use crate::common::{
-    check_request, clk_tck, cpu_ticks, http_get, jwt, median, metric, quantile, tempo_paths, Authz,
-    Report, Result, Rng, Settings,
+    check_request, clk_tck, http_get, jwt, median, metric, quantile, tempo_paths, Authz, Report,
+    Result, Rng, Settings,
 };
 use crate::fake_kube::{FakeKube, FakeUser, Kind, Subject};
 use crate::loadgen::{self, connections_for, Stop};
@@ -220,62 +220,6 @@ async fn latency(settings: &Settings, report: &mut Report) -> Result<()> {
 
 // ------------------------------------------------------------------ b) cost of the watches
 
-struct Run {
-    rps: f64,
-    p99: f64,
-    cpu_us: f64,
-}
-
-async fn measure(
-    settings: &Settings,
-    clients: &[loadgen::Client],
-    concurrency: usize,
-    pid: u32,
-    requests: &Arc<Vec<CheckRequest>>,
-    tck: u64,
-) -> Result<Run> {
-    let reqs = requests.clone();
-    let make: Arc<dyn Fn(u64) -> CheckRequest + Send + Sync> =
-        Arc::new(move |i| reqs[i as usize % reqs.len()].clone());
-    let warm = loadgen::run(
-        clients,
-        concurrency,
-        Stop::At(Instant::now() + settings.warmup),
-        make.clone(),
-    )
-    .await;
-    all_allowed(&warm)?;
-    let cpu0 = cpu_ticks(pid);
-    let out = loadgen::run(
-        clients,
-        concurrency,
-        Stop::At(Instant::now() + settings.measure),
-        make,
-    )
-    .await;
-    let cpu1 = cpu_ticks(pid);
-    all_allowed(&out)?;
-    Ok(Run {
-        rps: out.rps(),
-        p99: quantile(&out.latencies_us, 0.99),
-        cpu_us: (cpu1 - cpu0) as f64 * 1e6 / tck as f64 / out.checks.max(1) as f64,
-    })
-}
-
-fn all_allowed(out: &loadgen::Outcome) -> Result<()> {
-    if out.allowed != out.checks || out.checks == 0 {
-        return Err(format!(
-            "{} of {} Checks not allowed ({} denied, {} gRPC errors; first error: {})",
-            out.checks - out.allowed,
-            out.checks,
-            out.denied,
-            out.errors,
-            out.first_error.as_deref().unwrap_or("-")
-        ));
-    }
-    Ok(())
-}
-
 fn lookups(text: &str, result: &str) -> f64 {
     metric(
         text,
@@ -338,24 +282,26 @@ fn cached_workload(fake: &FakeKube, seed: u64) -> Arc<Vec<CheckRequest>> {
     )
 }
 
+/// Long TTLs for both sides of b) and b2): nothing measured expires (each takes well under
+/// 30 min).
+const LONG_TTLS: [&str; 8] = [
+    "--cache-allowed-ttl",
+    "30m",
+    "--cache-identity-ttl",
+    "30m",
+    "--cache-watched-allowed-ttl",
+    "30m",
+    "--cache-watched-identity-ttl",
+    "30m",
+];
+
 async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
     let tck = clk_tck();
     let fake = Arc::new(FakeKube::start().await);
     let requests = cached_workload(&fake, 70);
     let kubeconfig = fake.kubeconfig_path().display().to_string();
-    // Long TTLs on both sides: nothing measured expires (the part takes well under 30 min).
-    let ttls = [
-        "--cache-allowed-ttl",
-        "30m",
-        "--cache-identity-ttl",
-        "30m",
-        "--cache-watched-allowed-ttl",
-        "30m",
-        "--cache-watched-identity-ttl",
-        "30m",
-    ];
     let mut on_args = vec!["--kubeconfig", kubeconfig.as_str()];
-    on_args.extend(ttls);
+    on_args.extend(LONG_TTLS);
     let mut off_args = on_args.clone();
     off_args.extend(["--watch-rbac", "false"]);
     let mut on = Authz::start(settings, "tenant-authz-watch-on", &on_args).await?;
@@ -423,8 +369,9 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
     let measured: Result<()> = async {
         // ABBA: the side measured first alternates, so drift and order effects cancel.
         for round in 0..rounds {
-            let off_run = || measure(settings, &off_clients, c, off.proc.pid, &requests, tck);
-            let on_run = || measure(settings, &on_clients, c, on.proc.pid, &requests, tck);
+            let off_run =
+                || loadgen::measure(settings, &off_clients, c, off.proc.pid, &requests, tck);
+            let on_run = || loadgen::measure(settings, &on_clients, c, on.proc.pid, &requests, tck);
             if round % 2 == 0 {
                 off_runs.push(off_run().await?);
                 on_runs.push(on_run().await?);
@@ -448,7 +395,8 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
     let on_inval = inval(&on1) - inval(&on0);
     let on_ready = readyz_body(&on).await;
 
-    let m = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    let m =
+        |runs: &[loadgen::Run], f: fn(&loadgen::Run) -> f64| median(runs.iter().map(f).collect());
     let (on_rps, off_rps) = (m(&on_runs, |r| r.rps), m(&off_runs, |r| r.rps));
     let (on_p99, off_p99) = (m(&on_runs, |r| r.p99), m(&off_runs, |r| r.p99));
     let (on_cpu, off_cpu) = (m(&on_runs, |r| r.cpu_us), m(&off_runs, |r| r.cpu_us));
@@ -462,7 +410,7 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
         on_p99 / off_p99,
         on_cpu / off_cpu
     );
-    let per_round = |runs: &[Run]| {
+    let per_round = |runs: &[loadgen::Run]| {
         runs.iter()
             .map(|r| format!("{:.0}/{:.1}", r.rps, r.cpu_us))
             .collect::<Vec<_>>()
@@ -473,7 +421,7 @@ async fn cost(settings: &Settings, report: &mut Report) -> Result<()> {
         per_round(&off_runs),
         per_round(&on_runs)
     );
-    let paired = |f: fn(&Run) -> f64| {
+    let paired = |f: fn(&loadgen::Run) -> f64| {
         median(
             on_runs
                 .iter()
@@ -558,18 +506,8 @@ async fn instructions(settings: &Settings, report: &mut Report) -> Result<()> {
     let fake = Arc::new(FakeKube::start().await);
     let requests = cached_workload(&fake, 90);
     let kubeconfig = fake.kubeconfig_path().display().to_string();
-    let mut on_args = vec![
-        "--kubeconfig",
-        kubeconfig.as_str(),
-        "--cache-allowed-ttl",
-        "30m",
-        "--cache-identity-ttl",
-        "30m",
-        "--cache-watched-allowed-ttl",
-        "30m",
-        "--cache-watched-identity-ttl",
-        "30m",
-    ];
+    let mut on_args = vec!["--kubeconfig", kubeconfig.as_str()];
+    on_args.extend(LONG_TTLS);
     let mut off_args = on_args.clone();
     off_args.extend(["--watch-rbac", "false"]);
     on_args.extend(["--watch-rbac", "true"]);

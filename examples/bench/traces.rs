@@ -15,65 +15,16 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use serde_json::json;
 
 use crate::callgrind;
-use crate::common::{clk_tck, cpu_ticks, median, quantile, Authz, Report, Result, Settings};
+use crate::common::{clk_tck, median, Authz, Report, Result, Settings};
 use crate::direct;
-use crate::loadgen::{self, connections_for, Stop};
+use crate::loadgen::{self, connections_for, Run};
 use crate::otlp::OtlpReceiver;
-
-struct Run {
-    rps: f64,
-    p99: f64,
-    cpu_us: f64,
-}
 
 struct Side {
     name: &'static str,
     authz: Authz,
     clients: Vec<loadgen::Client>,
     runs: Vec<Run>,
-}
-
-async fn measure(
-    settings: &Settings,
-    side: &Side,
-    concurrency: usize,
-    requests: &Arc<Vec<CheckRequest>>,
-    tck: u64,
-) -> Result<Run> {
-    let reqs = requests.clone();
-    let make: Arc<dyn Fn(u64) -> CheckRequest + Send + Sync> =
-        Arc::new(move |i| reqs[i as usize % reqs.len()].clone());
-    let stop = || Stop::At(Instant::now() + settings.warmup);
-    let warm = loadgen::run(&side.clients, concurrency, stop(), make.clone()).await;
-    allowed(side.name, &warm)?;
-    let pid = side.authz.proc.pid;
-    let cpu0 = cpu_ticks(pid);
-    let out = loadgen::run(
-        &side.clients,
-        concurrency,
-        Stop::At(Instant::now() + settings.measure),
-        make,
-    )
-    .await;
-    let cpu1 = cpu_ticks(pid);
-    allowed(side.name, &out)?;
-    Ok(Run {
-        rps: out.rps(),
-        p99: quantile(&out.latencies_us, 0.99),
-        cpu_us: (cpu1 - cpu0) as f64 * 1e6 / tck as f64 / out.checks.max(1) as f64,
-    })
-}
-
-fn allowed(name: &str, out: &loadgen::Outcome) -> Result<()> {
-    if out.checks == 0 || out.allowed != out.checks {
-        return Err(format!(
-            "{name}: {} of {} Checks not allowed (first error: {})",
-            out.checks - out.allowed,
-            out.checks,
-            out.first_error.as_deref().unwrap_or("-")
-        ));
-    }
-    Ok(())
 }
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
@@ -142,7 +93,17 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     for round in 0..rounds {
         for k in 0..sides.len() {
             let i = (k + round) % sides.len();
-            let run = measure(settings, &sides[i], c, &requests, tck).await?;
+            let side = &sides[i];
+            let run = loadgen::measure(
+                settings,
+                &side.clients,
+                c,
+                side.authz.proc.pid,
+                &requests,
+                tck,
+            )
+            .await
+            .map_err(|e| format!("{}: {e}", side.name))?;
             sides[i].runs.push(run);
         }
     }
