@@ -171,7 +171,7 @@ async fn measure(
         make.clone(),
     )
     .await;
-    check_all_allowed(&warm)?;
+    loadgen::all_allowed(&warm)?;
     let me = std::process::id();
     let (server0, client0) = (crate::common::cpu_ticks(pid), crate::common::cpu_ticks(me));
     let out = loadgen::run(
@@ -182,7 +182,7 @@ async fn measure(
     )
     .await;
     let (server1, client1) = (crate::common::cpu_ticks(pid), crate::common::cpu_ticks(me));
-    check_all_allowed(&out)?;
+    loadgen::all_allowed(&out)?;
     let per_check = |ticks: u64| ticks as f64 * 1e6 / tck as f64 / out.checks.max(1) as f64;
     Ok(Run {
         rps: out.rps(),
@@ -192,20 +192,6 @@ async fn measure(
         cpu_us: per_check(server1 - server0),
         client_cpu_us: per_check(client1 - client0),
     })
-}
-
-fn check_all_allowed(out: &loadgen::Outcome) -> Result<()> {
-    if out.allowed != out.checks || out.checks == 0 {
-        return Err(format!(
-            "{} of {} Checks not allowed ({} denied, {} gRPC errors; first error: {})",
-            out.checks - out.allowed,
-            out.checks,
-            out.denied,
-            out.errors,
-            out.first_error.as_deref().unwrap_or("-")
-        ));
-    }
-    Ok(())
 }
 
 pub async fn run(settings: &Settings, servers: &Servers, report: &mut Report) -> Result<()> {
